@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// ClientStatus is what the debug view shows of one connected xDS stream.
+type ClientStatus struct {
+	StreamID    int64                 `json:"streamId"`
+	NodeID      string                `json:"nodeId"`
+	NodeCluster string                `json:"nodeCluster,omitempty"`
+	Protocol    string                `json:"protocol"`
+	ConnectedAt time.Time             `json:"connectedAt"`
+	Types       map[string]TypeStatus `json:"types"`
+}
+
+// TypeStatus is one resource type on one stream.
+type TypeStatus struct {
+	Subscribed   []string  `json:"subscribed,omitempty"`
+	SentVersion  string    `json:"sentVersion,omitempty"`
+	SentAt       time.Time `json:"sentAt,omitzero"`
+	AckedVersion string    `json:"ackedVersion,omitempty"`
+	AckedAt      time.Time `json:"ackedAt,omitzero"`
+	Pushes       uint64    `json:"pushes"`
+	Nacks        uint64    `json:"nacks"`
+	LastNack     *Nack     `json:"lastNack,omitempty"`
+}
+
+// Nack is a rejected response.
+type Nack struct {
+	Version string    `json:"version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+type streamState struct {
+	ClientStatus
+	sent map[string]sentResponse // by type URL
+}
+
+type sentResponse struct {
+	nonce    string
+	version  string
+	seenAt   time.Time
+	answered bool // an ACK or NACK for this nonce was counted
+}
+
+// tracker implements go-control-plane's callbacks: it records per stream what
+// was sent and acknowledged, counts pushes and NACKs, logs each rejected
+// version once, and measures convergence.
+type tracker struct {
+	log     *slog.Logger
+	m       *metrics
+	changes func(typeURL, version string) (time.Time, bool)
+
+	mu      sync.Mutex
+	streams map[int64]*streamState
+}
+
+var _ serverv3.Callbacks = (*tracker)(nil)
+
+func newTracker(log *slog.Logger, m *metrics, changes func(string, string) (time.Time, bool)) *tracker {
+	return &tracker{log: log, m: m, changes: changes, streams: map[int64]*streamState{}}
+}
+
+func (t *tracker) open(id int64, protocol string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[id] = &streamState{
+		ClientStatus: ClientStatus{StreamID: id, Protocol: protocol, ConnectedAt: time.Now(), Types: map[string]TypeStatus{}},
+		sent:         map[string]sentResponse{},
+	}
+	t.m.clients.WithLabelValues(protocol).Inc()
+}
+
+func (t *tracker) closed(id int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.streams[id]; ok {
+		t.m.clients.WithLabelValues(s.Protocol).Dec()
+		delete(t.streams, id)
+	}
+}
+
+// request handles a request on a stream: it may ACK or NACK the last response.
+func (t *tracker) request(id int64, node *corev3.Node, typeURL, nonce string, names []string, errDetail string, isNack bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	if node != nil && s.NodeID == "" {
+		s.NodeID, s.NodeCluster = node.GetId(), node.GetCluster()
+	}
+	ts := s.Types[typeURL]
+	if names != nil {
+		ts.Subscribed = append([]string(nil), names...)
+		sort.Strings(ts.Subscribed)
+	}
+	sent, ok := s.sent[typeURL]
+	if ok && nonce != "" && nonce == sent.nonce && !sent.answered {
+		now := time.Now()
+		sent.answered = true
+		s.sent[typeURL] = sent
+		if isNack {
+			ts.Nacks++
+			t.m.nacks.WithLabelValues(shortType(typeURL)).Inc()
+			// Log a rejected version once per stream, not on every retry.
+			if ts.LastNack == nil || ts.LastNack.Version != sent.version {
+				t.log.Warn("xds: client rejected config", "node", s.NodeID, "type", shortType(typeURL), "version", sent.version, "error", errDetail)
+			}
+			ts.LastNack = &Nack{Version: sent.version, Message: errDetail, At: now}
+		} else {
+			ts.AckedVersion, ts.AckedAt = sent.version, now
+			if !sent.seenAt.IsZero() {
+				t.m.convergence.WithLabelValues(shortType(typeURL)).Observe(now.Sub(sent.seenAt).Seconds())
+			}
+		}
+	}
+	s.Types[typeURL] = ts
+}
+
+func (t *tracker) response(id int64, typeURL, nonce, version string) {
+	seen, _ := t.changes(typeURL, version)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m.pushes.WithLabelValues(shortType(typeURL)).Inc()
+	s, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	s.sent[typeURL] = sentResponse{nonce: nonce, version: version, seenAt: seen}
+	ts := s.Types[typeURL]
+	ts.SentVersion, ts.SentAt = version, time.Now()
+	ts.Pushes++
+	s.Types[typeURL] = ts
+}
+
+// Clients returns the connected streams, sorted by node id then stream id.
+func (t *tracker) Clients() []ClientStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ClientStatus, 0, len(t.streams))
+	for _, s := range t.streams {
+		c := s.ClientStatus
+		c.Types = make(map[string]TypeStatus, len(s.Types))
+		for k, v := range s.Types {
+			if v.LastNack != nil {
+				n := *v.LastNack
+				v.LastNack = &n
+			}
+			c.Types[shortType(k)] = v
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].NodeID != out[b].NodeID {
+			return out[a].NodeID < out[b].NodeID
+		}
+		return out[a].StreamID < out[b].StreamID
+	})
+	return out
+}
+
+// go-control-plane callbacks.
+
+func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	t.open(id, "sotw")
+	return nil
+}
+
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nonNil(req.GetResourceNames()), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	return nil
+}
+
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.response(id, req.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+}
+
+func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	t.open(id, "delta")
+	return nil
+}
+
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	// Delta subscriptions are incremental; the debug view shows the latest
+	// additions only when the request carries some.
+	var names []string
+	if len(req.GetResourceNamesSubscribe()) > 0 {
+		names = req.GetResourceNamesSubscribe()
+	}
+	t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), names, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	return nil
+}
+
+func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.response(id, req.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+func (t *tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+
+func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+// nonNil keeps "no names" (wildcard) distinct from "not given" in request().
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,149 @@
+package translate
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/signalbox/signalbox/xds/ir"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/out")
+
+// validator is what every generated Envoy resource implements.
+type validator interface{ ValidateAll() error }
+
+// TestGolden translates every testdata/in/*.yaml and compares each resource
+// type with testdata/out/<name>.<type>.yaml. Run with -update to regenerate,
+// then review the diff.
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/in/*.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs found: %v", err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg ir.Config
+			if err := yaml.UnmarshalStrict(raw, &cfg); err != nil {
+				t.Fatalf("parse %s: %v", in, err)
+			}
+			res, err := Translate(&cfg)
+			if err != nil {
+				t.Fatalf("translate: %v", err)
+			}
+			kinds := map[string][]proto.Message{}
+			for _, m := range res.Listeners {
+				kinds["listeners"] = append(kinds["listeners"], m)
+			}
+			for _, m := range res.Routes {
+				kinds["routes"] = append(kinds["routes"], m)
+			}
+			for _, m := range res.Clusters {
+				kinds["clusters"] = append(kinds["clusters"], m)
+			}
+			for _, m := range res.Endpoints {
+				kinds["endpoints"] = append(kinds["endpoints"], m)
+			}
+			for _, kind := range []string{"listeners", "routes", "clusters", "endpoints"} {
+				for _, m := range kinds[kind] {
+					if err := m.(validator).ValidateAll(); err != nil {
+						t.Errorf("%s: ValidateAll: %v", kind, err)
+					}
+				}
+				got := toYAML(t, kinds[kind])
+				path := filepath.Join("testdata/out", name+"."+kind+".yaml")
+				if *update {
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("read golden (run with -update to create): %v", err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs from %s (run go test ./xds/translate -update and review the diff):\n%s", kind, path, got)
+				}
+			}
+		})
+	}
+}
+
+func toYAML(t *testing.T, msgs []proto.Message) []byte {
+	t.Helper()
+	var items []any
+	for _, m := range msgs {
+		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := yaml.Unmarshal(js, &v); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, v)
+	}
+	out, err := yaml.Marshal(map[string]any{"resources": items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestTranslateIsDeterministic(t *testing.T) {
+	cfg := &ir.Config{
+		Services: []ir.Service{{Name: "b", Routes: []ir.WeightedCluster{{Cluster: "outbound|b", Weight: 1}}}, {Name: "a", Routes: []ir.WeightedCluster{{Cluster: "outbound|a", Weight: 1}}}},
+		Clusters: []ir.Cluster{{Name: "outbound|b", Service: "b"}, {Name: "outbound|a", Service: "a"}},
+	}
+	first, err := Translate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Listeners[0].Name != "a" || first.Clusters[0].Name != "outbound|a" {
+		t.Fatalf("resources not sorted by name: %s, %s", first.Listeners[0].Name, first.Clusters[0].Name)
+	}
+	for i := 0; i < 5; i++ {
+		again, _ := Translate(cfg)
+		for j := range first.Listeners {
+			a, _ := proto.MarshalOptions{Deterministic: true}.Marshal(first.Listeners[j])
+			b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(again.Listeners[j])
+			if !bytes.Equal(a, b) {
+				t.Fatal("listener bytes differ between runs")
+			}
+		}
+	}
+}
+
+func TestTranslateRejectsInvalidIR(t *testing.T) {
+	cases := map[string]*ir.Config{
+		"route to unknown cluster": {Services: []ir.Service{{Name: "a", Routes: []ir.WeightedCluster{{Cluster: "nope", Weight: 1}}}}},
+		"locality without weight": {
+			Clusters:  []ir.Cluster{{Name: "outbound|a", Service: "a"}},
+			Endpoints: []ir.ClusterEndpoints{{Cluster: "outbound|a", Localities: []ir.Locality{{Weight: 0, Endpoints: []ir.Endpoint{{Address: "10.0.0.1", Port: 80}}}}}},
+		},
+		"hostname endpoint": {
+			Clusters:  []ir.Cluster{{Name: "outbound|a", Service: "a"}},
+			Endpoints: []ir.ClusterEndpoints{{Cluster: "outbound|a", Localities: []ir.Locality{{Weight: 1, Endpoints: []ir.Endpoint{{Address: "db.local", Port: 80}}}}}},
+		},
+	}
+	for name, cfg := range cases {
+		if _, err := Translate(cfg); err == nil {
+			t.Errorf("%s: want an error", name)
+		} else if !strings.Contains(err.Error(), "invalid IR") {
+			t.Errorf("%s: error does not say what is wrong: %v", name, err)
+		}
+	}
+}
