@@ -1,0 +1,62 @@
+# signalbox — see README.md. `make demo` and `make test` are the two commands
+# that matter; the rest are their parts.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+CONSUL_VERSION := 1.20.6
+# Cap the e2e tests well under CI's 90 minutes.
+TEST_TIMEOUT ?= 30m
+
+.PHONY: all build consul staticcheck test unit e2e bench demo lint fmt clean
+
+all: build
+
+## build: bin/signalbox
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/signalbox ./cmd/signalbox
+
+## consul: bin/consul, the pinned Consul built from its Go module (tools/); skipped when already that version
+consul:
+	@if [ -x bin/consul ] && bin/consul version 2>/dev/null | head -1 | grep -qx 'Consul v$(CONSUL_VERSION)'; then \
+		echo "bin/consul is Consul v$(CONSUL_VERSION): not rebuilding"; \
+	else \
+		echo "building Consul v$(CONSUL_VERSION) into bin/consul (5-10 minutes the first time)..."; \
+		$(GO) -C tools build -o ../bin/consul github.com/hashicorp/consul; \
+	fi
+
+## staticcheck: bin/staticcheck, pinned in tools/lint
+staticcheck:
+	@[ -x bin/staticcheck ] || $(GO) -C tools/lint build -o ../../bin/staticcheck honnef.co/go/tools/cmd/staticcheck
+
+## test: every test, unit and end-to-end, with the race detector, against a real Consul
+test: consul build
+	SIGNALBOX_BIN=$(CURDIR)/bin/signalbox $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## unit: the tests that need no Consul
+unit:
+	$(GO) test -race -count=1 ./xds/... ./rollout/... ./topology/... ./api/... ./cmd/...
+
+## e2e: only the end-to-end tests
+e2e: consul build
+	SIGNALBOX_BIN=$(CURDIR)/bin/signalbox $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+## bench: Go benchmarks (the convergence benchmark is `bin/xdsbench`, see docs/benchmarks.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## demo: Consul, signalbox, two versions of a demo service and steady traffic; Ctrl-C stops it all
+demo: consul build
+	$(GO) build -o bin/signalbox-demo ./cmd/signalbox-demo
+	bin/signalbox-demo --signalbox bin/signalbox --consul bin/consul
+
+## lint: gofmt, go vet, staticcheck
+lint: staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	bin/staticcheck ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin/signalbox bin/signalbox-demo bin/xdsbench

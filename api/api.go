@@ -1,0 +1,78 @@
+// Package api is signalbox's HTTP surface: health and readiness, Prometheus
+// metrics, and the debug views of what the control plane sees and serves.
+// Later the release API, the graph API and the dashboard join it here.
+package api
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+
+// Deps are the read views the handlers serve. Nil fields are left out.
+type Deps struct {
+	// Gatherer backs /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready reports whether signalbox serves xDS yet, and why not.
+	Ready func() (bool, string)
+	// Debug maps a name under /debug/ to a function returning a
+	// JSON-serialisable view, e.g. "xds/clients".
+	Debug  map[string]func() any
+	Logger *slog.Logger
+}
+
+// New returns the HTTP handler.
+func New(d Deps) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := true, "ready"
+		if d.Ready != nil {
+			ok, why = d.Ready()
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(why + "\n"))
+	})
+	if d.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
+	}
+	names := make([]string, 0, len(d.Debug))
+	for name, view := range d.Debug {
+		names = append(names, "/debug/"+name)
+		mux.HandleFunc("GET /debug/"+name, func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, view())
+		})
+	}
+	mux.HandleFunc("GET /debug/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"views": names, "time": time.Now().UTC()})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Hint: "see /debug/ for the debug views, /metrics for Prometheus"})
+	})
+	return mux
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+	Hint  string `json:"hint,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
