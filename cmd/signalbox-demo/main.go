@@ -1,0 +1,211 @@
+// Command signalbox-demo is what `make demo` runs: a Consul dev agent (unless
+// one already answers), signalbox, two versions of a demo gRPC service
+// registered in Consul, and a client that calls it through xds:/// — then it
+// prints where to look. Ctrl-C stops everything it started.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/signalbox/signalbox/e2e/demo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "signalbox-demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	signalbox, consulBin, consulAddr, xdsAddr, httpAddr, logDir string
+	rps                                                         int
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("signalbox-demo", flag.ContinueOnError)
+	fs.StringVar(&o.signalbox, "signalbox", "bin/signalbox", "signalbox binary")
+	fs.StringVar(&o.consulBin, "consul", "bin/consul", "consul binary, started in dev mode unless Consul already answers")
+	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul HTTP address")
+	fs.StringVar(&o.xdsAddr, "xds-addr", "127.0.0.1:18000", "signalbox xDS address")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "signalbox HTTP address")
+	fs.StringVar(&o.logDir, "log-dir", "bin/demo", "where the logs of the started processes go")
+	fs.IntVar(&o.rps, "rps", 20, "demo client calls per second")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.logDir, 0o755); err != nil {
+		return fmt.Errorf("log dir: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	// 1. Consul.
+	cfg := api.DefaultConfig()
+	cfg.Address = o.consulAddr
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
+	if leader, err := client.Status().Leader(); err == nil && leader != "" {
+		log.Info("using the Consul that already answers", "addr", o.consulAddr)
+	} else {
+		cmd, err := start(o.consulBin, filepath.Join(o.logDir, "consul.log"),
+			"agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1",
+			"-hcl", "limits { http_max_conns_per_client = 10000 }")
+		if err != nil {
+			return fmt.Errorf("start consul (run `make consul` first?): %w", err)
+		}
+		defer stopProcess(cmd, "consul", log)
+		if err := poll(ctx, 30*time.Second, func() bool {
+			l, err := client.Status().Leader()
+			return err == nil && l != ""
+		}); err != nil {
+			return fmt.Errorf("consul did not elect a leader (see %s/consul.log): %w", o.logDir, err)
+		}
+		log.Info("started a Consul dev agent", "addr", o.consulAddr, "log", filepath.Join(o.logDir, "consul.log"))
+	}
+
+	// 2. Two versions of the demo service, registered with a TCP check.
+	for i, v := range []string{"v1", "v1", "v2"} {
+		id := fmt.Sprintf("greeter-%s-%d", v, i+1)
+		b, err := demo.StartBackend("127.0.0.1:0", id, v)
+		if err != nil {
+			return err
+		}
+		defer b.Stop()
+		reg := &api.AgentServiceRegistration{
+			ID: id, Name: "greeter", Address: "127.0.0.1", Port: b.Addr().Port,
+			Meta: map[string]string{"version": v},
+			Check: &api.AgentServiceCheck{
+				TCP: b.Addr().String(), Interval: "2s", Timeout: "1s", Status: api.HealthPassing,
+			},
+		}
+		if err := client.Agent().ServiceRegister(reg); err != nil {
+			return fmt.Errorf("register %s in consul: %w", id, err)
+		}
+		defer func() { _ = client.Agent().ServiceDeregister(id) }()
+		log.Info("demo backend up", "service", "greeter", "id", id, "version", v, "addr", b.Addr().String())
+	}
+
+	// 3. signalbox.
+	sb, err := start(o.signalbox, filepath.Join(o.logDir, "signalbox.log"), "serve",
+		"--consul-addr", o.consulAddr, "--xds-addr", o.xdsAddr, "--http-addr", o.httpAddr)
+	if err != nil {
+		return fmt.Errorf("start signalbox (run `make build` first?): %w", err)
+	}
+	defer stopProcess(sb, "signalbox", log)
+	if err := poll(ctx, 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + o.httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}); err != nil {
+		return fmt.Errorf("signalbox did not become ready (see %s/signalbox.log): %w", o.logDir, err)
+	}
+
+	// 4. Steady traffic through xds:///greeter.
+	cc, err := demo.Dial(demo.Bootstrap(o.xdsAddr, "demo-client-1", "demo-client"), "greeter")
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	var tally demo.Tally
+	go demo.Load(ctx, cc, time.Second/time.Duration(max(o.rps, 1)), &tally)
+
+	fmt.Fprintf(out, `
+signalbox demo is running. Look at:
+  xDS clients and what they acknowledged  http://%[1]s/debug/xds/clients
+  what signalbox serves                   http://%[1]s/debug/xds/status
+  Consul view and staleness               http://%[1]s/debug/consul
+  Prometheus metrics                      http://%[1]s/metrics
+  Consul UI                               http://%[2]s/ui
+  logs                                    %[3]s/
+The demo client calls xds:///greeter %[4]d times a second (2 instances of v1, 1 of v2).
+Try: consul maint -enable -service greeter-v2-3 -http-addr=%[2]s   (traffic leaves v2)
+Ctrl-C stops everything the demo started.
+
+`, o.httpAddr, o.consulAddr, o.logDir, o.rps)
+
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(out, "\nstopping...")
+			return nil
+		case <-tick.C:
+			fmt.Fprintf(out, "client: %s\n", tally.String())
+		}
+	}
+}
+
+// start runs a child process with its output in logPath. The process gets
+// its own process group so Ctrl-C reaches it only through stopProcess.
+func start(bin, logPath string, args ...string) (*exec.Cmd, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	go func() { _ = cmd.Wait(); f.Close() }()
+	return cmd, nil
+}
+
+func stopProcess(cmd *exec.Cmd, name string, log *slog.Logger) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+			log.Info("stopped", "process", name)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	log.Warn("killed after 10s", "process", name, "pid", strconv.Itoa(cmd.Process.Pid))
+}
+
+func poll(ctx context.Context, within time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out after " + within.String())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}

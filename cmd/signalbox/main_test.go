@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func runCmd(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	code := run(ctx, args, &out, &errb, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCmd(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "signalbox ") {
+		t.Fatalf("version: code %d, output %q", code, out)
+	}
+}
+
+func TestBadInputExitsWithUsageCode(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"serve", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{"bad duration", []string{"serve", "--debounce-quiet", "soon"}, `invalid argument "soon"`},
+		{"bad address", []string{"serve", "--xds-addr", "18000"}, `--xds-addr "18000": want host:port`},
+		{"negative duration", []string{"serve", "--removal-grace", "-1s"}, "--removal-grace -1s: must be positive"},
+		{"max below quiet", []string{"serve", "--debounce-quiet", "1s", "--debounce-max", "10ms"}, "--debounce-max 10ms is shorter than --debounce-quiet 1s"},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, `--log-level "loud"`},
+		{"unknown command", []string{"serv"}, `unknown command "serv"`},
+		{"stray argument", []string{"serve", "extra"}, `unexpected argument "extra"`},
+		{"missing config file", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, "config file: open"},
+		{"config not YAML", []string{"serve", "--config", write("bad.yaml", "xds-addr: [unclosed")}, "not valid YAML"},
+		{"config unknown key", []string{"serve", "--config", write("key.yaml", "xds-address: 1.2.3.4:5\n")}, `unknown key "xds-address" (valid keys: `},
+		{"config bad value", []string{"serve", "--config", write("val.yaml", "consul-wait: forever\n")}, `key "consul-wait": bad value "forever"`},
+		{"config nested value", []string{"serve", "--config", write("nest.yaml", "xds-addr:\n  host: a\n")}, `key "xds-addr": want a single value`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCmd(t, nil, tc.args...)
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Fatalf("stderr does not say %q:\n%s", tc.want, stderr)
+			}
+		})
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "signalbox.yaml")
+	if err := os.WriteFile(file, []byte("consul-addr: file:8500\nxds-addr: 127.0.0.1:1\nroute-warning: false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"default", nil, nil, "127.0.0.1:8500"},
+		{"environment over default", nil, map[string]string{"CONSUL_HTTP_ADDR": "env:8500"}, "env:8500"},
+		{"file over environment", []string{"--config", file}, map[string]string{"CONSUL_HTTP_ADDR": "env:8500"}, "file:8500"},
+		{"flag over file", []string{"--config", file, "--consul-addr", "flag:8500"}, map[string]string{"CONSUL_HTTP_ADDR": "env:8500"}, "flag:8500"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, got := serveCommand()
+			cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+				return got.resolve(cmd.Flags(), func(k string) string { return tc.env[k] })
+			}
+			cmd.SetArgs(tc.args)
+			if err := cmd.Execute(); err != nil {
+				t.Fatal(err)
+			}
+			if got.consulAddr != tc.want {
+				t.Fatalf("consul-addr = %q, want %q", got.consulAddr, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/signalbox/signalbox/api"
+	"github.com/signalbox/signalbox/discovery/consul"
+	"github.com/signalbox/signalbox/xds/build"
+	"github.com/signalbox/signalbox/xds/server"
+)
+
+// serveConfig is every setting of `signalbox serve`; each is a flag and a
+// key of the config file with the same name.
+type serveConfig struct {
+	configFile      string
+	consulAddr      string
+	consulToken     string
+	consulDC        string
+	consulWait      time.Duration
+	xdsAddr         string
+	httpAddr        string
+	debounceQuiet   time.Duration
+	debounceMax     time.Duration
+	removalGrace    time.Duration
+	routeWarning    bool
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+}
+
+func newServe(getenv func(string) string) *cobra.Command {
+	cmd, c := serveCommand()
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := c.resolve(cmd.Flags(), getenv); err != nil {
+			return err
+		}
+		log, err := newLogger(cmd.ErrOrStderr(), c.logLevel, c.logFormat)
+		if err != nil {
+			return usageError{err}
+		}
+		return serve(cmd.Context(), *c, log)
+	}
+	return cmd
+}
+
+// serveCommand declares the command and its flags, bound to the returned config.
+func serveCommand() (*cobra.Command, *serveConfig) {
+	c := &serveConfig{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the control plane: watch Consul, serve xDS, metrics and debug views",
+		Long: `Run the control plane: watch Consul, serve xDS, metrics and debug views.
+
+Every flag can also be set in a YAML file given with --config, under the
+same name (for example "xds-addr: 0.0.0.0:18000"). The command line wins
+over the file, the file over the environment (CONSUL_HTTP_ADDR,
+CONSUL_HTTP_TOKEN), the environment over the defaults.`,
+		Args: noArgs,
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&c.configFile, "config", "", "YAML config file with the same keys as these flags")
+	fs.StringVar(&c.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul HTTP address (env CONSUL_HTTP_ADDR)")
+	fs.StringVar(&c.consulToken, "consul-token", "", "Consul ACL token (env CONSUL_HTTP_TOKEN)")
+	fs.StringVar(&c.consulDC, "consul-datacenter", "", "Consul datacenter to watch (default: the agent's)")
+	fs.DurationVar(&c.consulWait, "consul-wait", 60*time.Second, "longest wait of a Consul blocking query")
+	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:18000", "gRPC address for xDS (ADS, SotW and delta)")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP address for /metrics, /debug/, /healthz, /readyz")
+	fs.DurationVar(&c.debounceQuiet, "debounce-quiet", 10*time.Millisecond, "quiet period before cluster, listener and route changes are pushed")
+	fs.DurationVar(&c.debounceMax, "debounce-max", 100*time.Millisecond, "longest a change waits for the quiet period")
+	fs.DurationVar(&c.removalGrace, "removal-grace", 5*time.Second, "how long an unreferenced cluster stays served")
+	fs.BoolVar(&c.routeWarning, "route-warning", true, "send traffic to instances whose checks warn")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 2*time.Second, "how long to drain connections on SIGINT/SIGTERM")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+
+	return cmd, c
+}
+
+// resolve applies the config file and the environment to the flags that the
+// command line left unset, then checks the result.
+func (c *serveConfig) resolve(fs *pflag.FlagSet, getenv func(string) string) error {
+	fromFile := map[string]bool{}
+	if c.configFile != "" {
+		var err error
+		if fromFile, err = applyConfigFile(fs, c.configFile); err != nil {
+			return err
+		}
+	}
+	if err := applyEnv(fs, "consul-addr", "CONSUL_HTTP_ADDR", getenv, fromFile); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, "consul-token", "CONSUL_HTTP_TOKEN", getenv, fromFile); err != nil {
+		return err
+	}
+	if err := c.validate(); err != nil {
+		return usageError{err}
+	}
+	if _, err := newLogger(io.Discard, c.logLevel, c.logFormat); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func (c serveConfig) validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"xds-addr": c.xdsAddr, "http-addr": c.httpAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: want host:port: %w", name, addr, err))
+		}
+	}
+	if strings.TrimSpace(c.consulAddr) == "" {
+		errs = append(errs, errors.New("--consul-addr is empty"))
+	}
+	for name, d := range map[string]time.Duration{"consul-wait": c.consulWait, "debounce-quiet": c.debounceQuiet, "debounce-max": c.debounceMax, "removal-grace": c.removalGrace, "shutdown-timeout": c.shutdownTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("--%s %v: must be positive", name, d))
+		}
+	}
+	if c.debounceMax < c.debounceQuiet {
+		errs = append(errs, fmt.Errorf("--debounce-max %v is shorter than --debounce-quiet %v", c.debounceMax, c.debounceQuiet))
+	}
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// serve wires the parts and runs them until ctx ends or one fails.
+func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Bind both ports first: a port in use is an error at once, not later.
+	xdsLis, err := net.Listen("tcp", c.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("listen for xDS on %s: %w", c.xdsAddr, err)
+	}
+	httpLis, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		xdsLis.Close()
+		return fmt.Errorf("listen for HTTP on %s: %w", c.httpAddr, err)
+	}
+
+	client, err := consul.NewClient(c.consulAddr, c.consulToken)
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
+	watcher := consul.New(client, consul.Options{
+		Datacenter: c.consulDC,
+		WaitTime:   c.consulWait,
+		Logger:     log.With("part", "consul"),
+		Registerer: reg,
+	})
+	xsrv := server.New(server.Options{
+		Quiet:        c.debounceQuiet,
+		MaxDelay:     c.debounceMax,
+		RemovalGrace: c.removalGrace,
+		Policy:       build.Policy{AllowWarning: c.routeWarning},
+		Logger:       log.With("part", "xds"),
+		Registerer:   reg,
+	})
+	grpcSrv := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	xsrv.Register(ctx, grpcSrv)
+
+	ready := func() (bool, string) {
+		select {
+		case <-xsrv.Ready():
+			return true, "ready"
+		default:
+		}
+		select {
+		case <-watcher.Synced():
+			return false, "building the first configuration"
+		default:
+			return false, "waiting for the first complete catalog from Consul at " + c.consulAddr
+		}
+	}
+	httpSrv := &http.Server{
+		Handler: api.New(api.Deps{
+			Gatherer: reg,
+			Ready:    ready,
+			Debug: map[string]func() any{
+				"xds/clients": func() any { return xsrv.Clients() },
+				"xds/status":  func() any { return xsrv.Status() },
+				"consul":      func() any { return watcher.Status() },
+			},
+			Logger: log,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return watcher.Run(ctx) })
+	g.Go(func() error { return xsrv.Run(ctx) })
+	g.Go(func() error {
+		// Forward catalogs only once the first complete one is in: a partial
+		// catalog would tell clients that services do not exist.
+		waitLogged(ctx, log, watcher.Synced(), "waiting for the first complete catalog from Consul", "consul_addr", c.consulAddr)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case cat := <-watcher.Updates():
+				xsrv.SetCatalog(cat)
+			}
+		}
+	})
+	g.Go(func() error {
+		log.Info("http listening", "addr", httpLis.Addr().String())
+		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		// Clients that connect before the first config wait in the listen
+		// backlog and keep what they had, instead of being told that their
+		// resources no longer exist.
+		select {
+		case <-ctx.Done():
+			xdsLis.Close()
+			return nil
+		case <-xsrv.Ready():
+		}
+		log.Info("xds serving", "addr", xdsLis.Addr().String())
+		if err := grpcSrv.Serve(xdsLis); err != nil {
+			return fmt.Errorf("xds server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		log.Info("shutting down")
+		shutdown(grpcSrv, httpSrv, c.shutdownTimeout)
+		return nil
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// shutdown drains both servers, then closes what is left after timeout.
+func shutdown(g *grpc.Server, h *http.Server, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	_ = h.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.Stop() // xDS streams never end by themselves
+	}
+}
+
+// waitLogged waits for ch, logging every 10 seconds while it waits.
+func waitLogged(ctx context.Context, log *slog.Logger, ch <-chan struct{}, msg string, args ...any) {
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			return
+		case <-tick.C:
+			log.Warn(msg, args...)
+		}
+	}
+}
