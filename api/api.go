@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-
 // Deps are the read views the handlers serve. Nil fields are left out.
 type Deps struct {
 	// Gatherer backs /metrics.

@@ -102,7 +102,6 @@ func Dial(bootstrap []byte, service string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-
 // Result is one call's outcome.
 type Result struct {
 	ServerID string
@@ -198,4 +197,3 @@ func Load(ctx context.Context, cc *grpc.ClientConn, interval time.Duration, t *T
 		}
 	}
 }
-

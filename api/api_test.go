@@ -1,0 +1,76 @@
+package api
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(b)
+}
+
+func TestReadinessSaysWhy(t *testing.T) {
+	ready := false
+	h := New(Deps{Ready: func() (bool, string) {
+		if ready {
+			return true, "ready"
+		}
+		return false, "waiting for the first complete catalog from Consul"
+	}})
+	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "waiting for the first complete catalog") {
+		t.Fatalf("not ready: %d %q", code, body)
+	}
+	ready = true
+	if code, _ := get(t, h, "/readyz"); code != http.StatusOK {
+		t.Fatalf("ready: %d", code)
+	}
+	if code, _ := get(t, h, "/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+}
+
+func TestDebugViewsAndMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "signalbox_test_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(3)
+	h := New(Deps{Gatherer: reg, Debug: map[string]func() any{
+		"xds/clients": func() any { return []map[string]string{{"nodeId": "n1"}} },
+	}})
+	code, body := get(t, h, "/debug/xds/clients")
+	if code != http.StatusOK || !strings.Contains(body, `"nodeId": "n1"`) {
+		t.Fatalf("debug view: %d %s", code, body)
+	}
+	code, body = get(t, h, "/debug/")
+	var index struct{ Views []string }
+	if err := json.Unmarshal([]byte(body), &index); err != nil || code != http.StatusOK {
+		t.Fatalf("debug index: %d %v %s", code, err, body)
+	}
+	if !strings.Contains(strings.Join(index.Views, " "), "/debug/xds/clients") {
+		t.Fatalf("debug index does not list the view: %v", index.Views)
+	}
+	if code, body = get(t, h, "/metrics"); code != http.StatusOK || !strings.Contains(body, "signalbox_test_total 3") {
+		t.Fatalf("metrics: %d %s", code, body)
+	}
+}
+
+func TestUnknownPathIsAClearJSONError(t *testing.T) {
+	code, body := get(t, New(Deps{}), "/api/v9/nothing")
+	var e Error
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("404 body is not JSON: %v %q", err, body)
+	}
+	if code != http.StatusNotFound || !strings.Contains(e.Error, "/api/v9/nothing") || e.Hint == "" {
+		t.Fatalf("got %d %+v", code, e)
+	}
+}
