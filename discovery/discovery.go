@@ -58,6 +58,34 @@ type Instance struct {
 	Meta       map[string]string `json:"meta,omitempty"`
 	Datacenter string            `json:"datacenter,omitempty"`
 	Zone       string            `json:"zone,omitempty"`
+	// Kind is "" for a plain service, or Consul's kind, e.g. "connect-proxy"
+	// for a sidecar registration.
+	Kind string `json:"kind,omitempty"`
+	// Proxy is the sidecar registration of a "connect-proxy" instance.
+	Proxy *Proxy `json:"proxy,omitempty"`
+}
+
+// KindConnectProxy is Consul's kind of a sidecar proxy registration.
+const KindConnectProxy = "connect-proxy"
+
+// Proxy is what a Consul sidecar registration says about its proxy.
+type Proxy struct {
+	// DestinationServiceName and DestinationServiceID name the app instance
+	// the sidecar fronts.
+	DestinationServiceName string `json:"destinationServiceName"`
+	DestinationServiceID   string `json:"destinationServiceId,omitempty"`
+	// LocalServiceAddress and LocalServicePort are where the app listens.
+	LocalServiceAddress string `json:"localServiceAddress,omitempty"`
+	LocalServicePort    int    `json:"localServicePort,omitempty"`
+	// Upstreams are the services the app calls through the sidecar.
+	Upstreams []Upstream `json:"upstreams,omitempty"`
+}
+
+// Upstream is one service a sidecar's app calls, optionally on a local port.
+type Upstream struct {
+	DestinationName  string `json:"destinationName"`
+	LocalBindAddress string `json:"localBindAddress,omitempty"`
+	LocalBindPort    int    `json:"localBindPort,omitempty"`
 }
 
 // Routable reports whether traffic may be sent to the instance. Instances in
@@ -201,6 +229,19 @@ func hashInstances(name string, inst []Instance) uint64 {
 		w(in.Version)
 		w(in.Datacenter)
 		w(in.Zone)
+		w(in.Kind)
+		if p := in.Proxy; p != nil {
+			w(p.DestinationServiceName)
+			w(p.DestinationServiceID)
+			w(p.LocalServiceAddress)
+			w(strconv.Itoa(p.LocalServicePort))
+			for _, u := range p.Upstreams {
+				w(u.DestinationName)
+				w(u.LocalBindAddress)
+				w(strconv.Itoa(u.LocalBindPort))
+			}
+		}
+		w("")
 		for _, t := range in.Tags {
 			w(t)
 		}

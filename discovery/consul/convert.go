@@ -51,6 +51,26 @@ func toInstance(e *api.ServiceEntry) discovery.Instance {
 	if len(svc.Meta) > 0 {
 		in.Meta = maps.Clone(svc.Meta)
 	}
+	in.Kind = string(svc.Kind)
+	if p := svc.Proxy; p != nil && svc.Kind == api.ServiceKindConnectProxy {
+		in.Proxy = &discovery.Proxy{
+			DestinationServiceName: p.DestinationServiceName,
+			DestinationServiceID:   p.DestinationServiceID,
+			LocalServiceAddress:    p.LocalServiceAddress,
+			LocalServicePort:       p.LocalServicePort,
+		}
+		for _, u := range p.Upstreams {
+			// Only service upstreams: prepared queries are not routed.
+			if u.DestinationType != "" && u.DestinationType != api.UpstreamDestTypeService {
+				continue
+			}
+			in.Proxy.Upstreams = append(in.Proxy.Upstreams, discovery.Upstream{
+				DestinationName:  u.DestinationName,
+				LocalBindAddress: u.LocalBindAddress,
+				LocalBindPort:    u.LocalBindPort,
+			})
+		}
+	}
 	in.Version = discovery.VersionOf(in.Tags, in.Meta)
 	in.Zone = strings.TrimSpace(svc.Meta[zoneKey])
 	if in.Zone == "" {

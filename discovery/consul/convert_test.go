@@ -94,6 +94,24 @@ func TestToInstance(t *testing.T) {
 				Version: discovery.DefaultVersion, Meta: map[string]string{"zone": " "}, Datacenter: "dc1", Zone: "b"},
 		},
 		{
+			name: "sidecar registration keeps its proxy and service upstreams only",
+			entry: &api.ServiceEntry{
+				Node: node("10.0.0.3", nil),
+				Service: &api.AgentService{ID: "web-1-sidecar-proxy", Service: "web-sidecar-proxy", Kind: api.ServiceKindConnectProxy, Port: 21000,
+					Proxy: &api.AgentServiceConnectProxyConfig{
+						DestinationServiceName: "web", DestinationServiceID: "web-1", LocalServicePort: 8080,
+						Upstreams: []api.Upstream{
+							{DestinationName: "api", LocalBindPort: 9191},
+							{DestinationType: api.UpstreamDestTypePreparedQuery, DestinationName: "geo-db", LocalBindPort: 9192},
+						},
+					}},
+			},
+			want: discovery.Instance{ID: "web-1-sidecar-proxy", Node: "n1", Address: "10.0.0.3", Port: 21000, Health: discovery.Passing,
+				Version: discovery.DefaultVersion, Datacenter: "dc1", Kind: "connect-proxy",
+				Proxy: &discovery.Proxy{DestinationServiceName: "web", DestinationServiceID: "web-1", LocalServicePort: 8080,
+					Upstreams: []discovery.Upstream{{DestinationName: "api", LocalBindPort: 9191}}}},
+		},
+		{
 			name:  "missing node",
 			entry: &api.ServiceEntry{Service: &api.AgentService{ID: "x", Service: "x", Address: "1.2.3.4", Port: 1}},
 			want:  discovery.Instance{ID: "x", Address: "1.2.3.4", Port: 1, Health: discovery.Passing, Version: discovery.DefaultVersion},

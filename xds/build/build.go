@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 
 	"github.com/signalbox/signalbox/discovery"
 	"github.com/signalbox/signalbox/rollout"
@@ -25,7 +26,15 @@ type Policy struct {
 	AllowWarning bool
 	// ConnectTimeoutMs of every cluster; 0 means ir.DefaultConnectTimeoutMs.
 	ConnectTimeoutMs uint32
+	// Services gives each service's telemetry and traffic policy for
+	// sidecars; nil means DefaultServicePolicy.
+	Services ServicePolicy
 }
+
+// MetaInboundPort is the instance meta key that says the instance is
+// fronted by a sidecar listening on that port (for sidecars without a Consul
+// registration): callers are sent there instead of to the app's port.
+const MetaInboundPort = "signalbox-inbound-port"
 
 // ServiceConfig is the part of the IR that one service contributes.
 type ServiceConfig struct {
@@ -36,8 +45,11 @@ type ServiceConfig struct {
 	Warnings []string
 }
 
-// Service builds the IR of one service. plan may be nil.
-func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy) ServiceConfig {
+// Service builds the IR of one service. plan may be nil. An instance fronted
+// by a sidecar (a Consul registration in proxies, or the meta
+// MetaInboundPort) is reached through its sidecar, and only while both are
+// routable.
+func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies Proxies) ServiceConfig {
 	timeout := pol.ConnectTimeoutMs
 	var out ServiceConfig
 	bySubset := map[string][]discovery.Instance{}
@@ -45,6 +57,19 @@ func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy) ServiceConf
 	for _, in := range svc.Instances {
 		if !in.Routable(pol.AllowWarning) {
 			continue
+		}
+		if front, ok := proxies.Fronting(in); ok {
+			if !front.Routable(pol.AllowWarning) {
+				continue
+			}
+			in.Address, in.Port = front.Address, front.Port
+		} else if v, ok := in.Meta[MetaInboundPort]; ok {
+			p, err := strconv.Atoi(v)
+			if err != nil || p <= 0 || p > 65535 {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("instance %s of %s: meta %s=%q is not a port; calling the app directly", in.ID, svc.Name, MetaInboundPort, v))
+			} else {
+				in.Port = p
+			}
 		}
 		if net.ParseIP(in.Address) == nil {
 			out.Warnings = append(out.Warnings, fmt.Sprintf("instance %s of %s: address %q is not an IP address; left out", in.ID, svc.Name, in.Address))
@@ -93,13 +118,17 @@ func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy) ServiceConf
 // Config builds the whole IR. plans maps a service name to its plan.
 func Config(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy) *ir.Config {
 	cfg := &ir.Config{}
+	proxies := IndexProxies(cat)
 	for _, name := range cat.Names() {
+		if proxies.IsProxyService(name) {
+			continue
+		}
 		svc, _ := cat.Service(name)
 		var plan *rollout.Plan
 		if p, ok := plans[name]; ok {
 			plan = &p
 		}
-		sc := Service(svc, plan, pol)
+		sc := Service(svc, plan, pol, proxies)
 		cfg.Services = append(cfg.Services, sc.Service)
 		cfg.Clusters = append(cfg.Clusters, sc.Clusters...)
 		cfg.Endpoints = append(cfg.Endpoints, sc.Endpoints...)

@@ -106,15 +106,26 @@ func (c *typeCache) changeSeen(version string) (time.Time, bool) {
 // again, tens of thousands of times a second. The server already recorded
 // what it sent in the subscription, so presenting the NACK with a version of
 // this cache's own makes the cache wait for a real change instead.
+//
+// Sidecars are served from go-control-plane's snapshot cache, which answers
+// whenever the request's version differs from its snapshot's: there the NACK
+// is presented with the version that was rejected, so the cache answers only
+// if its snapshot has changed since.
 type nackGuard struct {
 	cache.Cache
-	prefix string
+	prefix   string
+	lastSent func(nodeID, typeURL string) (string, bool)
 }
 
 func (g nackGuard) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
 	if req.GetErrorDetail() != nil {
 		r := proto.Clone(req).(*cache.Request)
 		r.VersionInfo = g.prefix + "nacked"
+		if classify(req.GetNode(), req.GetTypeUrl()) == sidecarKey {
+			if v, ok := g.lastSent(req.GetNode().GetId(), req.GetTypeUrl()); ok {
+				r.VersionInfo = v
+			}
+		}
 		req = r
 	}
 	return g.Cache.CreateWatch(req, sub, ch)

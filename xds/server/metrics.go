@@ -14,6 +14,8 @@ type metrics struct {
 	applies     *prometheus.CounterVec
 	resources   *prometheus.GaugeVec
 	buildWarns  prometheus.Gauge
+	// sidecarProblems counts bad node metadata and policy overrides.
+	sidecarProblems prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,9 +49,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "signalbox_xds_build_warnings",
 			Help: "Instances currently left out of the config because their registration is unusable (see /debug/xds).",
 		}),
+		sidecarProblems: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "signalbox_xds_sidecar_problems",
+			Help: "Problems in connected sidecars' node metadata or services' policy overrides, for which defaults were used (see /debug/xds/sidecars).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.clients, m.pushes, m.nacks, m.convergence, m.applies, m.resources, m.buildWarns)
+		reg.MustRegister(m.clients, m.pushes, m.nacks, m.convergence, m.applies, m.resources, m.buildWarns, m.sidecarProblems)
 	}
 	return m
 }

@@ -18,10 +18,12 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryservice "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -85,8 +87,17 @@ type Server struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	statusMu sync.Mutex
-	status   Status
+	statusMu    sync.Mutex
+	status      Status
+	sidecarView []SidecarStatus
+
+	// Sidecars: per-node snapshots of listeners, routes and clusters.
+	sidecars      sidecarCache
+	sidecarEvents sidecarEvents
+	snapVersion   uint64 // owned by the Run goroutine
+	snapMu        sync.Mutex
+	snapSeen      map[string]time.Time
+	snapOrder     []string
 }
 
 // Status is the server's own view for the debug page.
@@ -127,10 +138,18 @@ func New(opts Options) *Server {
 		ready:  make(chan struct{}),
 		status: Status{Resources: map[string]int{}},
 	}
+	s.snapSeen = map[string]time.Time{}
+	s.sidecars = sidecarCache{
+		SnapshotCache: cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{opts.Logger}),
+		appeared: func(n *corev3.Node) {
+			s.sidecarEvents.add(n)
+			s.poke()
+		},
+	}
 	mux := &cache.MuxCache{
-		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
-		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
-		Caches:        map[string]cache.Cache{},
+		Classify:      func(r *cache.Request) string { return classify(r.GetNode(), r.GetTypeUrl()) },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return classify(r.GetNode(), r.GetTypeUrl()) },
+		Caches:        map[string]cache.Cache{sidecarKey: s.sidecars},
 	}
 	for _, t := range servedTypes {
 		tc := newTypeCache(t, opts.VersionPrefix, opts.Logger)
@@ -140,13 +159,19 @@ func New(opts Options) *Server {
 	for _, t := range []string{resourcev3.SecretType, resourcev3.RuntimeType, resourcev3.ScopedRouteType, resourcev3.VirtualHostType, resourcev3.ExtensionConfigType} {
 		mux.Caches[t] = idleCache{}
 	}
-	s.cache = nackGuard{Cache: mux, prefix: opts.VersionPrefix}
 	s.tracker = newTracker(opts.Logger, s.m, func(typeURL, version string) (time.Time, bool) {
 		if c, ok := s.caches[typeURL]; ok {
-			return c.changeSeen(version)
+			if t, ok := c.changeSeen(version); ok {
+				return t, true
+			}
 		}
-		return time.Time{}, false
+		return s.snapshotSeen(version)
 	})
+	s.tracker.gone = func(nodeID string) {
+		s.sidecarEvents.remove(nodeID)
+		s.poke()
+	}
+	s.cache = nackGuard{Cache: mux, prefix: opts.VersionPrefix, lastSent: s.tracker.lastSent}
 	return s
 }
 
@@ -197,6 +222,15 @@ func (s *Server) poke() {
 // Clients is the debug view of every connected stream.
 func (s *Server) Clients() []ClientStatus { return s.tracker.Clients() }
 
+// Sidecars is the debug view of the connected Envoy sidecars.
+func (s *Server) Sidecars() []SidecarStatus {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	out := append([]SidecarStatus(nil), s.sidecarView...)
+	sort.Slice(out, func(a, b int) bool { return out[a].Node < out[b].Node })
+	return out
+}
+
 // Status is the debug view of what the server serves.
 func (s *Server) Status() Status {
 	s.statusMu.Lock()
@@ -230,15 +264,22 @@ func (s *Server) Run(ctx context.Context) error {
 			s.inMu.Lock()
 			cat, plans, plansAt := s.catalog, s.plans, s.plansAt
 			s.inMu.Unlock()
+			fresh := s.admitSidecars(st)
 			if cat == nil {
 				continue
 			}
 			now := time.Now()
 			st.ingest(cat, plans, plansAt, s.opts.Policy)
-			// Fast path: endpoint changes of served clusters go out now.
+			// Fast path: endpoint changes of served clusters go out now,
+			// and a sidecar that just connected gets its config.
 			if st.primed {
 				if err := s.apply(st, now, false); err != nil {
 					s.log.Error("xds: apply endpoints", "error", err)
+				}
+				if len(fresh) > 0 {
+					if err := s.syncSidecars(ctx, st, cat, plans, fresh); err != nil {
+						s.log.Error("xds: sidecars", "error", err)
+					}
 				}
 			}
 			if st.settle() {
@@ -251,6 +292,14 @@ func (s *Server) Run(ctx context.Context) error {
 			timer, timerC = nil, nil
 			if err := s.apply(st, time.Now(), true); err != nil {
 				s.log.Error("xds: apply", "error", err)
+			}
+			// Sidecars follow every structural change; unchanged ones are
+			// not touched (their build is compared before a snapshot is set).
+			if st.sidecarsDirty {
+				if err := s.syncSidecars(ctx, st, st.lastCatalog, st.lastPlans, nil); err != nil {
+					s.log.Error("xds: sidecars", "error", err)
+				}
+				st.sidecarsDirty = false
 			}
 		}
 		stopTimer()
@@ -270,19 +319,26 @@ type loopState struct {
 	// apply never scans every resource.
 	dirty map[string]map[string]struct{}
 	// orphaned is when an applied cluster or endpoint stopped being desired.
-	orphaned     map[string]map[string]time.Time
-	seenAt       time.Time // when the newest ingested change was seen
-	lastCatalog  *discovery.Catalog
-	lastPlansAt  time.Time
-	firstPending time.Time
-	lastInput    time.Time
-	primed       bool // a full apply has happened
+	orphaned    map[string]map[string]time.Time
+	seenAt      time.Time // when the newest ingested change was seen
+	lastCatalog *discovery.Catalog
+	lastPlans   map[string]rollout.Plan
+	lastPlansAt time.Time
+	proxies     build.Proxies
+	// sidecars are the connected Envoy sidecars; sidecarsDirty means an
+	// input of theirs changed since their snapshots were built.
+	sidecars      map[string]*sidecarState
+	sidecarsDirty bool
+	firstPending  time.Time
+	lastInput     time.Time
+	primed        bool // a full apply has happened
 }
 
 type builtService struct {
-	svc  *discovery.Service
-	plan *rollout.Plan
-	cfg  build.ServiceConfig
+	svc    *discovery.Service
+	plan   *rollout.Plan
+	fronts string
+	cfg    build.ServiceConfig
 }
 
 func newLoopState() *loopState {
@@ -292,6 +348,7 @@ func newLoopState() *loopState {
 		applied:  map[string]map[string]any{},
 		dirty:    map[string]map[string]struct{}{},
 		orphaned: map[string]map[string]time.Time{},
+		sidecars: map[string]*sidecarState{},
 	}
 	for _, t := range servedTypes {
 		st.desired[t] = map[string]any{}
@@ -311,29 +368,44 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 	if plansAt.After(st.lastPlansAt) && plansAt.After(st.seenAt) {
 		st.seenAt = plansAt
 	}
-	st.lastCatalog, st.lastPlansAt = cat, plansAt
+	if cat != st.lastCatalog {
+		st.proxies = build.IndexProxies(cat)
+	}
+	st.lastCatalog, st.lastPlans, st.lastPlansAt = cat, plans, plansAt
 	for _, name := range cat.Names() {
 		svc, _ := cat.Service(name)
+		if st.proxies.IsProxyService(name) {
+			// A service of sidecar registrations is no routing target.
+			if prev, ok := st.built[name]; ok {
+				st.forget(prev.cfg)
+				delete(st.built, name)
+				st.sidecarsDirty = true
+			}
+			continue
+		}
 		var plan *rollout.Plan
 		if p, ok := plans[name]; ok {
 			plan = &p
 		}
+		fronts := st.proxies.FrontsOf(name)
 		prev, ok := st.built[name]
-		if ok && prev.svc == svc && samePlan(prev.plan, plan) {
+		if ok && prev.svc == svc && samePlan(prev.plan, plan) && prev.fronts == fronts {
 			continue
 		}
-		cfg := build.Service(svc, plan, pol)
+		cfg := build.Service(svc, plan, pol, st.proxies)
 		if ok {
 			st.forget(prev.cfg)
 		}
 		st.remember(cfg)
-		st.built[name] = builtService{svc: svc, plan: plan, cfg: cfg}
+		st.built[name] = builtService{svc: svc, plan: plan, fronts: fronts, cfg: cfg}
+		st.sidecarsDirty = true
 	}
-	if len(st.built) > cat.Len() {
+	if len(st.built) > cat.Len() || len(st.built) < cat.Len() {
 		for name, b := range st.built {
 			if _, ok := cat.Service(name); !ok {
 				st.forget(b.cfg)
 				delete(st.built, name)
+				st.sidecarsDirty = true
 			}
 		}
 	}
@@ -396,7 +468,7 @@ func (st *loopState) settle() (pendingFull bool) {
 			}
 		}
 	}
-	return pendingFull || !st.primed
+	return pendingFull || !st.primed || (st.sidecarsDirty && len(st.sidecars) > 0)
 }
 
 // nextFlush is how long until the next full apply, if one is due.

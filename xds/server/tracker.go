@@ -61,14 +61,25 @@ type tracker struct {
 	m       *metrics
 	changes func(typeURL, version string) (time.Time, bool)
 
+	// gone is called when the last stream of a node closes.
+	gone func(nodeID string)
+
 	mu      sync.Mutex
 	streams map[int64]*streamState
+	// perNode counts open streams and keeps the last version sent of each
+	// type, by node id (the NACK guard of the snapshot cache needs it).
+	perNode map[string]*nodeState
+}
+
+type nodeState struct {
+	streams  int
+	lastSent map[string]string
 }
 
 var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(log *slog.Logger, m *metrics, changes func(string, string) (time.Time, bool)) *tracker {
-	return &tracker{log: log, m: m, changes: changes, streams: map[int64]*streamState{}}
+	return &tracker{log: log, m: m, changes: changes, streams: map[int64]*streamState{}, perNode: map[string]*nodeState{}}
 }
 
 func (t *tracker) open(id int64, protocol string) {
@@ -84,10 +95,33 @@ func (t *tracker) open(id int64, protocol string) {
 func (t *tracker) closed(id int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s, ok := t.streams[id]; ok {
-		t.m.clients.WithLabelValues(s.Protocol).Dec()
-		delete(t.streams, id)
+	s, ok := t.streams[id]
+	if !ok {
+		return
 	}
+	t.m.clients.WithLabelValues(s.Protocol).Dec()
+	delete(t.streams, id)
+	if n, ok := t.perNode[s.NodeID]; ok && s.NodeID != "" {
+		n.streams--
+		if n.streams <= 0 {
+			delete(t.perNode, s.NodeID)
+			if t.gone != nil {
+				t.gone(s.NodeID)
+			}
+		}
+	}
+}
+
+// lastSent is the version of typeURL last sent to the node.
+func (t *tracker) lastSent(nodeID, typeURL string) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, ok := t.perNode[nodeID]
+	if !ok {
+		return "", false
+	}
+	v, ok := n.lastSent[typeURL]
+	return v, ok
 }
 
 // request handles a request on a stream: it may ACK or NACK the last response.
@@ -100,6 +134,12 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, nonce string, na
 	}
 	if node != nil && s.NodeID == "" {
 		s.NodeID, s.NodeCluster = node.GetId(), node.GetCluster()
+		n, ok := t.perNode[s.NodeID]
+		if !ok {
+			n = &nodeState{lastSent: map[string]string{}}
+			t.perNode[s.NodeID] = n
+		}
+		n.streams++
 	}
 	ts := s.Types[typeURL]
 	if names != nil {
@@ -139,6 +179,9 @@ func (t *tracker) response(id int64, typeURL, nonce, version string) {
 		return
 	}
 	s.sent[typeURL] = sentResponse{nonce: nonce, version: version, seenAt: seen}
+	if n, ok := t.perNode[s.NodeID]; ok {
+		n.lastSent[typeURL] = version
+	}
 	ts := s.Types[typeURL]
 	ts.SentVersion, ts.SentAt = version, time.Now()
 	ts.Pushes++

@@ -1,0 +1,256 @@
+package build
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/signalbox/signalbox/discovery"
+	"github.com/signalbox/signalbox/rollout"
+	"github.com/signalbox/signalbox/xds/ir"
+)
+
+// Node is what a sidecar says about itself in its node metadata.
+type Node struct {
+	ID       string
+	Service  string
+	Version  string
+	Zone     string
+	Instance string
+	AppPort  uint32
+	// InboundPort and OutboundPort are 0 for the defaults.
+	InboundPort  uint32
+	OutboundPort uint32
+	// Upstreams narrows the upstreams; nil means the default.
+	Upstreams []string
+}
+
+// IsSidecar reports whether node metadata marks an Envoy sidecar.
+func IsSidecar(userAgent string, meta map[string]string) bool {
+	return meta[ir.NodeMetaSidecar] == "true" || userAgent == "envoy"
+}
+
+// ParseNode reads a sidecar's identity. Bad values are reported and left
+// out; they never stop the sidecar from being served.
+func ParseNode(id, cluster string, meta map[string]string) (Node, []string) {
+	n := Node{ID: id, Service: cluster, Version: meta[ir.NodeMetaVersion], Zone: meta[ir.NodeMetaZone], Instance: meta[ir.NodeMetaInstance]}
+	var problems []string
+	port := func(key string) uint32 {
+		v, ok := meta[key]
+		if !ok || v == "" {
+			return 0
+		}
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || p == 0 {
+			problems = append(problems, fmt.Sprintf("node metadata %s=%q: not a port (1-65535); ignored", key, v))
+			return 0
+		}
+		return uint32(p)
+	}
+	n.AppPort = port(ir.NodeMetaAppPort)
+	n.InboundPort = port(ir.NodeMetaInboundPort)
+	n.OutboundPort = port(ir.NodeMetaOutboundPort)
+	if v, ok := meta[ir.NodeMetaUpstreams]; ok {
+		n.Upstreams = []string{}
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" && !slices.Contains(n.Upstreams, u) {
+				n.Upstreams = append(n.Upstreams, u)
+			}
+		}
+	}
+	if n.Service == "" {
+		problems = append(problems, "node cluster is empty: it must name the Consul service the sidecar fronts")
+	}
+	return n, problems
+}
+
+// Proxies indexes the Consul sidecar registrations of a catalog.
+type Proxies struct {
+	// byID is a connect-proxy instance by its service ID.
+	byID map[string]discovery.Instance
+	// fronting is the sidecar of an app instance, by "node/instance id".
+	fronting map[string]discovery.Instance
+	// services are the names of services made only of proxies.
+	services map[string]bool
+	// fronts fingerprints, by destination service, the sidecars in front of
+	// its instances, so a change to them triggers a rebuild.
+	fronts map[string]string
+}
+
+// IndexProxies scans the catalog for sidecar registrations.
+func IndexProxies(cat *discovery.Catalog) Proxies {
+	p := Proxies{byID: map[string]discovery.Instance{}, fronting: map[string]discovery.Instance{}, services: map[string]bool{}, fronts: map[string]string{}}
+	for _, name := range cat.Names() {
+		svc, _ := cat.Service(name)
+		proxiesOnly := len(svc.Instances) > 0
+		for _, in := range svc.Instances {
+			if in.Kind == "" {
+				proxiesOnly = false
+				continue
+			}
+			if in.Kind != discovery.KindConnectProxy || in.Proxy == nil {
+				continue
+			}
+			p.byID[in.ID] = in
+			if in.Proxy.DestinationServiceID != "" {
+				p.fronting[in.Node+"/"+in.Proxy.DestinationServiceID] = in
+				p.fronts[in.Proxy.DestinationServiceName] += fmt.Sprintf("%s/%s=%s:%d:%d;", in.Node, in.Proxy.DestinationServiceID, in.Address, in.Port, in.Health)
+			}
+		}
+		if proxiesOnly {
+			p.services[name] = true
+		}
+	}
+	return p
+}
+
+// Fronting returns the sidecar registered in front of an app instance.
+func (p Proxies) Fronting(in discovery.Instance) (discovery.Instance, bool) {
+	s, ok := p.fronting[in.Node+"/"+in.ID]
+	return s, ok
+}
+
+// FrontsOf fingerprints the sidecars registered in front of a service's
+// instances.
+func (p Proxies) FrontsOf(service string) string { return p.fronts[service] }
+
+// IsProxyService reports whether a service is made only of sidecars (and so
+// is no routing target of its own).
+func (p Proxies) IsProxyService(name string) bool { return p.services[name] }
+
+// ServicePolicy gives the telemetry and traffic policy of a service, with
+// what was wrong in its overrides. inst is the instance the sidecar fronts,
+// when known (for per-instance span tags).
+type ServicePolicy func(svc *discovery.Service, inst *discovery.Instance) (ir.Telemetry, ir.TrafficPolicy, []string)
+
+// DefaultServicePolicy is used when Policy.Services is nil: access logs to
+// signalbox, no tracing, the default traffic policy.
+func DefaultServicePolicy(*discovery.Service, *discovery.Instance) (ir.Telemetry, ir.TrafficPolicy, []string) {
+	return ir.Telemetry{AccessLog: ir.AccessLog{ALS: true}}, ir.TrafficPolicy{ConnectTimeoutMs: ir.DefaultConnectTimeoutMs}, nil
+}
+
+// Sidecar builds what one Envoy sidecar is served.
+func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, proxies Proxies, node Node) ir.Sidecar {
+	policyOf := pol.Services
+	if policyOf == nil {
+		policyOf = DefaultServicePolicy
+	}
+	sc := ir.Sidecar{Node: node.ID, Service: node.Service, Version: node.Version}
+	own, _ := cat.Service(node.Service)
+	if own == nil {
+		own = discovery.NewService(node.Service, nil)
+		if node.Service != "" {
+			sc.Problems = append(sc.Problems, fmt.Sprintf("service %q is not registered in Consul", node.Service))
+		}
+	}
+	reg, hasReg := proxies.byID[node.ID]
+	var app *discovery.Instance
+	if node.Instance != "" {
+		for i := range own.Instances {
+			if own.Instances[i].ID == node.Instance {
+				app = &own.Instances[i]
+			}
+		}
+		if app == nil {
+			sc.Problems = append(sc.Problems, fmt.Sprintf("instance %q of %s is not registered in Consul", node.Instance, node.Service))
+		}
+	} else if hasReg && reg.Proxy.DestinationServiceID != "" {
+		for i := range own.Instances {
+			if own.Instances[i].ID == reg.Proxy.DestinationServiceID && own.Instances[i].Node == reg.Node {
+				app = &own.Instances[i]
+			}
+		}
+	}
+	tel, traffic, problems := policyOf(own, app)
+	sc.Telemetry = tel
+	sc.Problems = append(sc.Problems, problems...)
+
+	// Inbound: the registration's port and local service, else the node's.
+	in := &ir.Inbound{Port: ir.DefaultInboundPort, AppAddress: "127.0.0.1", Traffic: traffic}
+	if node.InboundPort != 0 {
+		in.Port = node.InboundPort
+	} else if hasReg && reg.Port > 0 {
+		in.Port = uint32(reg.Port)
+	}
+	switch {
+	case node.AppPort != 0:
+		in.AppPort = node.AppPort
+	case hasReg && reg.Proxy.LocalServicePort > 0:
+		in.AppPort = uint32(reg.Proxy.LocalServicePort)
+		if reg.Proxy.LocalServiceAddress != "" {
+			in.AppAddress = reg.Proxy.LocalServiceAddress
+		}
+	case app != nil && app.Port > 0:
+		in.AppPort = uint32(app.Port)
+	}
+	if in.AppPort != 0 {
+		sc.Inbound = in
+	} else {
+		sc.Problems = append(sc.Problems, "the app's port is unknown (no Consul sidecar registration, no instance, no app port in the bootstrap): no inbound listener")
+	}
+
+	sc.Outbound.Port = ir.DefaultOutboundPort
+	if node.OutboundPort != 0 {
+		sc.Outbound.Port = node.OutboundPort
+	}
+	if sc.Inbound != nil && sc.Inbound.Port == sc.Outbound.Port {
+		sc.Problems = append(sc.Problems, fmt.Sprintf("inbound and outbound ports are both %d: no inbound listener", sc.Outbound.Port))
+		sc.Inbound = nil
+	}
+
+	// Upstreams: the registration's, else the node's list, else everything.
+	binds := map[string][]discovery.Upstream{}
+	var names []string
+	switch {
+	case node.Upstreams != nil:
+		names = node.Upstreams
+	case hasReg:
+		for _, u := range reg.Proxy.Upstreams {
+			if !slices.Contains(names, u.DestinationName) {
+				names = append(names, u.DestinationName)
+			}
+			if u.LocalBindPort > 0 {
+				binds[u.DestinationName] = append(binds[u.DestinationName], u)
+			}
+		}
+	default:
+		for _, n := range cat.Names() {
+			if n != node.Service && n != "consul" && !proxies.IsProxyService(n) {
+				names = append(names, n)
+			}
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		up, ok := cat.Service(name)
+		if !ok {
+			sc.Problems = append(sc.Problems, fmt.Sprintf("upstream %q is not registered in Consul: left out", name))
+			continue
+		}
+		var plan *rollout.Plan
+		if p, ok := plans[name]; ok {
+			plan = &p
+		}
+		built := Service(up, plan, pol, proxies)
+		_, upTraffic, _ := policyOf(up, nil)
+		sc.Outbound.VirtualHosts = append(sc.Outbound.VirtualHosts, ir.VirtualHost{
+			Service: name,
+			Domains: []string{name, name + ".service.consul"},
+			Routes:  built.Service.Routes,
+			Traffic: upTraffic,
+		})
+		for _, c := range built.Clusters {
+			sc.Clusters = append(sc.Clusters, ir.SidecarCluster{Cluster: c, Traffic: upTraffic})
+		}
+		for _, b := range binds[name] {
+			addr := b.LocalBindAddress
+			if addr == "" {
+				addr = "127.0.0.1"
+			}
+			sc.LocalBinds = append(sc.LocalBinds, ir.LocalBind{Service: name, Address: addr, Port: uint32(b.LocalBindPort)})
+		}
+	}
+	return sc
+}

@@ -1,0 +1,429 @@
+package translate
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	filelogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/signalbox/signalbox/xds/ir"
+)
+
+// SidecarResources are one sidecar's listeners, routes and clusters, each
+// sorted by name. Its endpoints are the shared load assignments.
+type SidecarResources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+}
+
+// AccessLogFields is the JSON field set of file access logs.
+var accessLogFields = map[string]string{
+	"start_time":       "%START_TIME%",
+	"method":           "%REQ(:METHOD)%",
+	"path":             "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+	"authority":        "%REQ(:AUTHORITY)%",
+	"protocol":         "%PROTOCOL%",
+	"status":           "%RESPONSE_CODE%",
+	"grpc_status":      "%GRPC_STATUS_NUMBER%",
+	"response_flags":   "%RESPONSE_FLAGS%",
+	"duration_ms":      "%DURATION%",
+	"bytes_received":   "%BYTES_RECEIVED%",
+	"bytes_sent":       "%BYTES_SENT%",
+	"upstream_cluster": "%UPSTREAM_CLUSTER%",
+	"upstream_host":    "%UPSTREAM_HOST%",
+	"downstream":       "%DOWNSTREAM_REMOTE_ADDRESS%",
+	"request_id":       "%REQ(X-REQUEST-ID)%",
+	"trace_id":         "%TRACE_ID%",
+	"user_agent":       "%REQ(USER-AGENT)%",
+}
+
+// Sidecar translates one sidecar.
+func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
+	var r SidecarResources
+	tel := sc.Telemetry
+	if sc.Inbound != nil {
+		in := sc.Inbound
+		cluster := ir.InboundClusterName(sc.Service, in.AppPort)
+		rc := &routev3.RouteConfiguration{
+			Name: ir.InboundListenerName,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    sc.Service,
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match:  prefixMatch(),
+					Action: &routev3.Route_Route{Route: routeAction([]ir.WeightedCluster{{Cluster: cluster, Weight: 1}}, in.Traffic, false)},
+				}},
+			}},
+		}
+		hcm := connectionManager(ir.InboundListenerName, sc, tel, &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc})
+		l, err := httpListener(ir.InboundListenerName, "0.0.0.0", in.Port, corev3.TrafficDirection_INBOUND, hcm)
+		if err != nil {
+			return r, err
+		}
+		r.Listeners = append(r.Listeners, l)
+		r.Clusters = append(r.Clusters, staticCluster(cluster, in.AppAddress, in.AppPort, in.Traffic.ConnectTimeoutMs, downstreamProtocol()))
+	}
+
+	out := &routev3.RouteConfiguration{Name: ir.OutboundRouteName, IgnorePortInHostMatching: true}
+	for _, vh := range sc.Outbound.VirtualHosts {
+		out.VirtualHosts = append(out.VirtualHosts, &routev3.VirtualHost{
+			Name:    vh.Service,
+			Domains: vh.Domains,
+			Routes: []*routev3.Route{{
+				Match:  prefixMatch(),
+				Action: &routev3.Route_Route{Route: routeAction(vh.Routes, vh.Traffic, true)},
+			}},
+		})
+	}
+	r.Routes = append(r.Routes, out)
+	hcm := connectionManager(ir.OutboundListenerName, sc, tel, rds(ir.OutboundRouteName))
+	l, err := httpListener(ir.OutboundListenerName, "127.0.0.1", sc.Outbound.Port, corev3.TrafficDirection_OUTBOUND, hcm)
+	if err != nil {
+		return r, err
+	}
+	r.Listeners = append(r.Listeners, l)
+
+	for _, b := range sc.LocalBinds {
+		name := ir.LocalBindName(b.Service, b.Port)
+		var vh *ir.VirtualHost
+		for i := range sc.Outbound.VirtualHosts {
+			if sc.Outbound.VirtualHosts[i].Service == b.Service {
+				vh = &sc.Outbound.VirtualHosts[i]
+			}
+		}
+		if vh == nil {
+			return r, fmt.Errorf("translate: sidecar %s: local bind for %s has no upstream", sc.Node, b.Service)
+		}
+		r.Routes = append(r.Routes, &routev3.RouteConfiguration{
+			Name: name,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    b.Service,
+				Domains: []string{"*"},
+				Routes:  []*routev3.Route{{Match: prefixMatch(), Action: &routev3.Route_Route{Route: routeAction(vh.Routes, vh.Traffic, true)}}},
+			}},
+		})
+		l, err := httpListener(name, b.Address, b.Port, corev3.TrafficDirection_OUTBOUND, connectionManager(ir.OutboundListenerName, sc, tel, rds(name)))
+		if err != nil {
+			return r, err
+		}
+		r.Listeners = append(r.Listeners, l)
+	}
+
+	for _, c := range sc.Clusters {
+		r.Clusters = append(r.Clusters, sidecarCluster(c))
+	}
+	if t := tel.Tracing; t != nil {
+		switch t.Provider {
+		case ir.Zipkin:
+			r.Clusters = append(r.Clusters, staticCluster(ir.ZipkinCluster, t.Collector.Host, t.Collector.Port, 0, nil))
+		case ir.OpenTelemetry:
+			r.Clusters = append(r.Clusters, staticCluster(ir.OTelCluster, t.Collector.Host, t.Collector.Port, 0, http2Only()))
+		}
+	}
+	sort.Slice(r.Listeners, func(a, b int) bool { return r.Listeners[a].Name < r.Listeners[b].Name })
+	sort.Slice(r.Routes, func(a, b int) bool { return r.Routes[a].Name < r.Routes[b].Name })
+	sort.Slice(r.Clusters, func(a, b int) bool { return r.Clusters[a].Name < r.Clusters[b].Name })
+	return r, nil
+}
+
+func prefixMatch() *routev3.RouteMatch {
+	return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+}
+
+func rds(name string) *hcmv3.HttpConnectionManager_Rds {
+	return &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource(), RouteConfigName: name}}
+}
+
+// routeAction sends to one cluster or weighted clusters, with the traffic
+// policy's timeout, and its retries when retry is set (outbound only: the
+// inbound side never retries into the local app).
+func routeAction(dests []ir.WeightedCluster, t ir.TrafficPolicy, retry bool) *routev3.RouteAction {
+	a := &routev3.RouteAction{Timeout: durationpb.New(ms(t.RequestTimeoutMs))}
+	if len(dests) == 1 {
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: dests[0].Cluster}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, d := range dests {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: d.Cluster, Weight: wrapperspb.UInt32(d.Weight)})
+		}
+		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if retry && t.Retries > 0 && t.RetryOn != "" {
+		a.RetryPolicy = &routev3.RetryPolicy{
+			RetryOn:    t.RetryOn,
+			NumRetries: wrapperspb.UInt32(t.Retries),
+			// Retry on another host than the one that failed.
+			RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+				Name:       "envoy.retry_host_predicates.previous_hosts",
+				ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(previousHosts())},
+			}},
+		}
+	}
+	return a
+}
+
+// connectionManager is the HTTP connection manager of a sidecar listener:
+// HTTP/1.1 and HTTP/2 (gRPC) by auto-detection, request ids, tracing and
+// access logs named after the direction, so each request is counted once.
+func connectionManager(direction string, sc ir.Sidecar, tel ir.Telemetry, routes any) *hcmv3.HttpConnectionManager {
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix:        direction,
+		CodecType:         hcmv3.HttpConnectionManager_AUTO,
+		GenerateRequestId: wrapperspb.Bool(true),
+		HttpFilters:       []*hcmv3.HttpFilter{routerFilter()},
+		Tracing:           tracing(sc, tel.Tracing),
+		AccessLog:         accessLogs(direction, sc, tel.AccessLog),
+	}
+	switch r := routes.(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		h.RouteSpecifier = r
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		h.RouteSpecifier = r
+	}
+	return h
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(routerConfig())}}
+}
+
+func tracing(sc ir.Sidecar, t *ir.Tracing) *hcmv3.HttpConnectionManager_Tracing {
+	if t == nil {
+		return nil
+	}
+	tr := &hcmv3.HttpConnectionManager_Tracing{
+		RandomSampling:  &typev3.Percent{Value: t.RandomSampling},
+		ClientSampling:  &typev3.Percent{Value: t.ClientSampling},
+		OverallSampling: &typev3.Percent{Value: t.OverallSampling},
+	}
+	keys := make([]string, 0, len(t.Tags))
+	for k := range t.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		tr.CustomTags = append(tr.CustomTags, &tracingv3.CustomTag{Tag: k, Type: &tracingv3.CustomTag_Literal_{Literal: &tracingv3.CustomTag_Literal{Value: t.Tags[k]}}})
+	}
+	switch t.Provider {
+	case ir.Zipkin:
+		z := &tracev3.ZipkinConfig{
+			CollectorCluster:         ir.ZipkinCluster,
+			CollectorEndpoint:        t.Collector.Path,
+			CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON,
+			CollectorHostname:        t.Collector.Host,
+			TraceId_128Bit:           true,
+			SharedSpanContext:        wrapperspb.Bool(true),
+			TraceContextOption:       tracev3.ZipkinConfig_USE_B3,
+		}
+		if t.Collector.Encoding == "proto" {
+			z.CollectorEndpointVersion = tracev3.ZipkinConfig_HTTP_PROTO
+		}
+		for _, p := range t.Propagation {
+			if p == "w3c" {
+				z.TraceContextOption = tracev3.ZipkinConfig_USE_B3_WITH_W3C_PROPAGATION
+			}
+		}
+		tr.Provider = &tracev3.Tracing_Http{Name: "envoy.tracers.zipkin", ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(z)}}
+	case ir.OpenTelemetry:
+		o := &tracev3.OpenTelemetryConfig{
+			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ir.OTelCluster}}},
+			ServiceName: sc.Service,
+		}
+		tr.Provider = &tracev3.Tracing_Http{Name: "envoy.tracers.opentelemetry", ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(o)}}
+	}
+	return tr
+}
+
+func accessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslogv3.AccessLog {
+	var out []*accesslogv3.AccessLog
+	if a.ALS {
+		out = append(out, &accesslogv3.AccessLog{
+			Name: "envoy.access_loggers.http_grpc",
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&grpclogv3.HttpGrpcAccessLogConfig{
+				CommonConfig: &grpclogv3.CommonGrpcAccessLogConfig{
+					LogName:             direction,
+					GrpcService:         &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ir.ControlPlaneCluster}}},
+					TransportApiVersion: corev3.ApiVersion_V3,
+				},
+				// gRPC status arrives in trailers, or in headers for
+				// trailers-only responses.
+				AdditionalResponseHeadersToLog:  []string{"grpc-status"},
+				AdditionalResponseTrailersToLog: []string{"grpc-status"},
+			})},
+		})
+	}
+	if f := a.File; f != nil {
+		fields := map[string]any{"direction": direction, "service": sc.Service, "version": sc.Version}
+		for k, v := range accessLogFields {
+			fields[k] = v
+		}
+		st, err := structpb.NewStruct(fields)
+		if err != nil {
+			panic(err) // only strings: cannot fail
+		}
+		out = append(out, &accesslogv3.AccessLog{
+			Name:   "envoy.access_loggers.file",
+			Filter: fileLogFilter(f),
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{
+				Path: f.Path,
+				AccessLogFormat: &filelogv3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+					Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st},
+				}},
+			})},
+		})
+	}
+	return out
+}
+
+func fileLogFilter(f *ir.FileLog) *accesslogv3.AccessLogFilter {
+	var fs []*accesslogv3.AccessLogFilter
+	ge := func(v uint32) *accesslogv3.ComparisonFilter {
+		return &accesslogv3.ComparisonFilter{Op: accesslogv3.ComparisonFilter_GE, Value: &corev3.RuntimeUInt32{DefaultValue: v, RuntimeKey: "signalbox.access_log.unused"}}
+	}
+	if f.MinStatus > 0 {
+		fs = append(fs, &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: ge(f.MinStatus)}}})
+	}
+	if f.MinDurationMs > 0 {
+		fs = append(fs, &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_DurationFilter{DurationFilter: &accesslogv3.DurationFilter{Comparison: ge(f.MinDurationMs)}}})
+	}
+	if f.SkipHealthChecks {
+		fs = append(fs, &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_NotHealthCheckFilter{NotHealthCheckFilter: &accesslogv3.NotHealthCheckFilter{}}})
+	}
+	switch len(fs) {
+	case 0:
+		return nil
+	case 1:
+		return fs[0]
+	}
+	return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_AndFilter{AndFilter: &accesslogv3.AndFilter{Filters: fs}}}
+}
+
+func httpListener(name, addr string, port uint32, dir corev3.TrafficDirection, hcm *hcmv3.HttpConnectionManager) (*listenerv3.Listener, error) {
+	a, err := anypb.New(hcm)
+	if err != nil {
+		return nil, fmt.Errorf("translate: listener %s: %w", name, err)
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(addr, port),
+		TrafficDirection: dir,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
+		}},
+	}, nil
+}
+
+func socketAddress(addr string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol: corev3.SocketAddress_TCP, Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// staticCluster is a cluster of one host: STATIC for an IP, STRICT_DNS for a
+// name. opts, when set, selects the upstream HTTP protocol.
+func staticCluster(name, host string, port, timeoutMs uint32, opts *httpv3.HttpProtocolOptions) *clusterv3.Cluster {
+	kind := clusterv3.Cluster_STATIC
+	if net.ParseIP(host) == nil {
+		kind = clusterv3.Cluster_STRICT_DNS
+	}
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: kind},
+		ConnectTimeout:       durationpb.New(connectTimeout(timeoutMs)),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, port)}},
+			}}}},
+		},
+	}
+	if opts != nil {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(opts)}
+	}
+	return c
+}
+
+// sidecarCluster is an upstream EDS cluster with the upstream's traffic
+// policy: outlier detection and a retry budget.
+func sidecarCluster(sc ir.SidecarCluster) *clusterv3.Cluster {
+	c := Cluster(sc.Cluster)
+	t := sc.Traffic
+	if t.ConnectTimeoutMs > 0 {
+		c.ConnectTimeout = durationpb.New(ms(t.ConnectTimeoutMs))
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(downstreamProtocol())}
+	if o := t.Outlier; o.Consecutive5xx > 0 {
+		c.OutlierDetection = &clusterv3.OutlierDetection{
+			Consecutive_5Xx:    wrapperspb.UInt32(o.Consecutive5xx),
+			Interval:           durationpb.New(ms(o.IntervalMs)),
+			BaseEjectionTime:   durationpb.New(ms(o.BaseEjectionMs)),
+			MaxEjectionPercent: wrapperspb.UInt32(o.MaxEjectionPercent),
+		}
+	}
+	if t.RetryBudgetPercent > 0 {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority: corev3.RoutingPriority_DEFAULT,
+			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+				BudgetPercent:       &typev3.Percent{Value: t.RetryBudgetPercent},
+				MinRetryConcurrency: wrapperspb.UInt32(3),
+			},
+		}}}
+	}
+	return c
+}
+
+// downstreamProtocol makes a cluster speak to its upstream in the protocol
+// the request came in: HTTP/1.1 stays HTTP/1.1, gRPC stays HTTP/2.
+func downstreamProtocol() *httpv3.HttpProtocolOptions {
+	return &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+		UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+		},
+	}}
+}
+
+func http2Only() *httpv3.HttpProtocolOptions {
+	return &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		},
+	}}
+}
+
+func ms(v uint32) time.Duration { return time.Duration(v) * time.Millisecond }
+
+// mustAny packs a message we built ourselves; it cannot fail.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("translate: pack %T: %v", m, err))
+	}
+	return a
+}
+
+func routerConfig() proto.Message { return &routerv3.Router{} }
+
+func previousHosts() proto.Message { return &previoushostsv3.PreviousHostsPredicate{} }
