@@ -13,12 +13,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/signalbox/signalbox/xds/ir"
+	"github.com/signalbox/signalbox/xds/validate"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/out")
-
-// validator is what every generated Envoy resource implements.
-type validator interface{ ValidateAll() error }
 
 // TestGolden translates every testdata/in/*.yaml and compares each resource
 // type with testdata/out/<name>.<type>.yaml. Run with -update to regenerate,
@@ -35,13 +33,26 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var cfg ir.Config
-			if err := yaml.UnmarshalStrict(raw, &cfg); err != nil {
+			// An input is either a proxyless Config or one sidecar.
+			var input struct {
+				ir.Config
+				Sidecar *ir.Sidecar `json:"sidecar,omitempty"`
+			}
+			if err := yaml.UnmarshalStrict(raw, &input); err != nil {
 				t.Fatalf("parse %s: %v", in, err)
 			}
-			res, err := Translate(&cfg)
-			if err != nil {
-				t.Fatalf("translate: %v", err)
+			var res Resources
+			if input.Sidecar != nil {
+				sc, err := Sidecar(*input.Sidecar)
+				if err != nil {
+					t.Fatalf("translate sidecar: %v", err)
+				}
+				res = Resources{Listeners: sc.Listeners, Routes: sc.Routes, Clusters: sc.Clusters}
+			} else {
+				var err error
+				if res, err = Translate(&input.Config); err != nil {
+					t.Fatalf("translate: %v", err)
+				}
 			}
 			kinds := map[string][]proto.Message{}
 			for _, m := range res.Listeners {
@@ -57,9 +68,12 @@ func TestGolden(t *testing.T) {
 				kinds["endpoints"] = append(kinds["endpoints"], m)
 			}
 			for _, kind := range []string{"listeners", "routes", "clusters", "endpoints"} {
+				if input.Sidecar != nil && kind == "endpoints" {
+					continue // sidecars share the proxyless endpoints
+				}
 				for _, m := range kinds[kind] {
-					if err := m.(validator).ValidateAll(); err != nil {
-						t.Errorf("%s: ValidateAll: %v", kind, err)
+					if err := validate.Deep(m); err != nil {
+						t.Errorf("%s: %v", kind, err)
 					}
 				}
 				got := toYAML(t, kinds[kind])
