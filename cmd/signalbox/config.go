@@ -10,18 +10,35 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// policySections are the config file's structured sections, parsed by
+// xds/policy rather than mapped to flags.
+var policySections = []string{"telemetry", "traffic"}
+
 // applyConfigFile sets every flag named in the YAML file at path that was not
 // given on the command line, so the file takes the same keys as the flags.
 // Precedence: command line, then config file, then environment, then default.
-// It returns the keys it set.
-func applyConfigFile(fs *pflag.FlagSet, path string) (map[string]bool, error) {
+// It returns the keys it set, and the policy sections as YAML (nil if none).
+func applyConfigFile(fs *pflag.FlagSet, path string) (map[string]bool, []byte, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("config file: %w", err)}
+		return nil, nil, usageError{fmt.Errorf("config file: %w", err)}
 	}
 	var values map[string]any
 	if err := yaml.Unmarshal(raw, &values); err != nil {
-		return nil, usageError{fmt.Errorf("config file %s: not valid YAML: %w", path, err)}
+		return nil, nil, usageError{fmt.Errorf("config file %s: not valid YAML: %w", path, err)}
+	}
+	var policyYAML []byte
+	sections := map[string]any{}
+	for _, k := range policySections {
+		if v, ok := values[k]; ok {
+			sections[k] = v
+			delete(values, k)
+		}
+	}
+	if len(sections) > 0 {
+		if policyYAML, err = yaml.Marshal(sections); err != nil {
+			return nil, nil, usageError{fmt.Errorf("config file %s: %w", path, err)}
+		}
 	}
 	set := map[string]bool{}
 	keys := make([]string, 0, len(values))
@@ -32,21 +49,21 @@ func applyConfigFile(fs *pflag.FlagSet, path string) (map[string]bool, error) {
 	for _, key := range keys {
 		f := fs.Lookup(key)
 		if f == nil || key == "config" {
-			return nil, usageError{fmt.Errorf("config file %s: unknown key %q (valid keys: %s)", path, key, strings.Join(flagNames(fs), ", "))}
+			return nil, nil, usageError{fmt.Errorf("config file %s: unknown key %q (valid keys: %s, and the sections %s)", path, key, strings.Join(flagNames(fs), ", "), strings.Join(policySections, ", "))}
 		}
 		if f.Changed {
 			continue
 		}
 		v, err := scalar(values[key])
 		if err != nil {
-			return nil, usageError{fmt.Errorf("config file %s: key %q: %w", path, key, err)}
+			return nil, nil, usageError{fmt.Errorf("config file %s: key %q: %w", path, key, err)}
 		}
 		if err := f.Value.Set(v); err != nil {
-			return nil, usageError{fmt.Errorf("config file %s: key %q: bad value %q: %w", path, key, v, err)}
+			return nil, nil, usageError{fmt.Errorf("config file %s: key %q: bad value %q: %w", path, key, v, err)}
 		}
 		set[key] = true
 	}
-	return set, nil
+	return set, policyYAML, nil
 }
 
 // applyEnv sets a flag from an environment variable unless the command line

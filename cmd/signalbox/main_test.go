@@ -55,6 +55,8 @@ func TestBadInputExitsWithUsageCode(t *testing.T) {
 		{"config unknown key", []string{"serve", "--config", write("key.yaml", "xds-address: 1.2.3.4:5\n")}, `unknown key "xds-address" (valid keys: `},
 		{"config bad value", []string{"serve", "--config", write("val.yaml", "consul-wait: forever\n")}, `key "consul-wait": bad value "forever"`},
 		{"config nested value", []string{"serve", "--config", write("nest.yaml", "xds-addr:\n  host: a\n")}, `key "xds-addr": want a single value`},
+		{"policy value out of range", []string{"serve", "--config", write("pol.yaml", "telemetry:\n  tracing:\n    sampling: 150\n")}, "telemetry.tracing.sampling = 150: out of range"},
+		{"policy unknown key", []string{"serve", "--config", write("pol2.yaml", "traffic:\n  retrys: 3\n")}, `traffic: unknown key "retrys"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

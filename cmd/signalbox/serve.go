@@ -22,6 +22,7 @@ import (
 	"github.com/signalbox/signalbox/api"
 	"github.com/signalbox/signalbox/discovery/consul"
 	"github.com/signalbox/signalbox/xds/build"
+	"github.com/signalbox/signalbox/xds/policy"
 	"github.com/signalbox/signalbox/xds/server"
 )
 
@@ -35,6 +36,7 @@ type serveConfig struct {
 	consulWait      time.Duration
 	xdsAddr         string
 	httpAddr        string
+	advertiseAddr   string
 	debounceQuiet   time.Duration
 	debounceMax     time.Duration
 	removalGrace    time.Duration
@@ -42,6 +44,9 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+	// policy is the telemetry and traffic policy from the config file's
+	// sections, with the defaults filled in.
+	policy policy.Config
 }
 
 func newServe(getenv func(string) string) *cobra.Command {
@@ -81,6 +86,7 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.DurationVar(&c.consulWait, "consul-wait", 60*time.Second, "longest wait of a Consul blocking query")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:18000", "gRPC address for xDS (ADS, SotW and delta)")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP address for /metrics, /debug/, /healthz, /readyz")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host sidecars reach signalbox at, for the default Zipkin collector (default: the host of --http-addr)")
 	fs.DurationVar(&c.debounceQuiet, "debounce-quiet", 10*time.Millisecond, "quiet period before cluster, listener and route changes are pushed")
 	fs.DurationVar(&c.debounceMax, "debounce-max", 100*time.Millisecond, "longest a change waits for the quiet period")
 	fs.DurationVar(&c.removalGrace, "removal-grace", 5*time.Second, "how long an unreferenced cluster stays served")
@@ -96,9 +102,10 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 // command line left unset, then checks the result.
 func (c *serveConfig) resolve(fs *pflag.FlagSet, getenv func(string) string) error {
 	fromFile := map[string]bool{}
+	var policyYAML []byte
 	if c.configFile != "" {
 		var err error
-		if fromFile, err = applyConfigFile(fs, c.configFile); err != nil {
+		if fromFile, policyYAML, err = applyConfigFile(fs, c.configFile); err != nil {
 			return err
 		}
 	}
@@ -114,7 +121,30 @@ func (c *serveConfig) resolve(fs *pflag.FlagSet, getenv func(string) string) err
 	if _, err := newLogger(io.Discard, c.logLevel, c.logFormat); err != nil {
 		return usageError{err}
 	}
+	c.policy = policy.DefaultConfig("")
+	if policyYAML != nil {
+		var err error
+		if c.policy, err = policy.ParseConfig(policyYAML); err != nil {
+			return usageError{fmt.Errorf("config file %s: %w", c.configFile, err)}
+		}
+	}
+	c.policy = c.policy.WithSelfZipkinURL(c.selfZipkinURL())
+	if err := c.policy.Validate(); err != nil {
+		return usageError{fmt.Errorf("config file %s: %w", c.configFile, err)}
+	}
 	return nil
+}
+
+// selfZipkinURL is signalbox's own Zipkin endpoint as sidecars reach it.
+func (c *serveConfig) selfZipkinURL() string {
+	host, port, _ := net.SplitHostPort(c.httpAddr)
+	if c.advertiseAddr != "" {
+		host = c.advertiseAddr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/api/v2/spans"
 }
 
 func (c serveConfig) validate() error {
@@ -183,7 +213,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Quiet:        c.debounceQuiet,
 		MaxDelay:     c.debounceMax,
 		RemovalGrace: c.removalGrace,
-		Policy:       build.Policy{AllowWarning: c.routeWarning},
+		Policy:       build.Policy{AllowWarning: c.routeWarning, Services: servicePolicy(c.policy)},
 		Logger:       log.With("part", "xds"),
 		Registerer:   reg,
 	})
@@ -211,9 +241,10 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 			Gatherer: reg,
 			Ready:    ready,
 			Debug: map[string]func() any{
-				"xds/clients": func() any { return xsrv.Clients() },
-				"xds/status":  func() any { return xsrv.Status() },
-				"consul":      func() any { return watcher.Status() },
+				"xds/clients":  func() any { return xsrv.Clients() },
+				"xds/status":   func() any { return xsrv.Status() },
+				"xds/sidecars": func() any { return xsrv.Sidecars() },
+				"consul":       func() any { return watcher.Status() },
 			},
 			Logger: log,
 		}),

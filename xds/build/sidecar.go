@@ -163,7 +163,12 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			}
 		}
 	}
-	tel, traffic, problems := policyOf(own, app)
+	self := app
+	if self == nil {
+		// Span tags still name the sidecar's version.
+		self = &discovery.Instance{Version: node.Version}
+	}
+	tel, traffic, problems := policyOf(own, self)
 	sc.Telemetry = tel
 	sc.Problems = append(sc.Problems, problems...)
 

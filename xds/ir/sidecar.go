@@ -84,6 +84,9 @@ type Collector struct {
 	Port     uint32 `json:"port"`
 	Path     string `json:"path,omitempty"`
 	Encoding string `json:"encoding,omitempty"`
+	// TLS: connect with TLS, verifying the host name against the system CAs
+	// (an https:// Zipkin URL).
+	TLS bool `json:"tls,omitempty"`
 }
 
 // AccessLog configures access logging.

@@ -18,7 +18,9 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -137,7 +139,11 @@ func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
 	if t := tel.Tracing; t != nil {
 		switch t.Provider {
 		case ir.Zipkin:
-			r.Clusters = append(r.Clusters, staticCluster(ir.ZipkinCluster, t.Collector.Host, t.Collector.Port, 0, nil))
+			c := staticCluster(ir.ZipkinCluster, t.Collector.Host, t.Collector.Port, 0, nil)
+			if t.Collector.TLS {
+				c.TransportSocket = upstreamTLS(t.Collector.Host)
+			}
+			r.Clusters = append(r.Clusters, c)
 		case ir.OpenTelemetry:
 			r.Clusters = append(r.Clusters, staticCluster(ir.OTelCluster, t.Collector.Host, t.Collector.Port, 0, http2Only()))
 		}
@@ -411,6 +417,28 @@ func http2Only() *httpv3.HttpProtocolOptions {
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
 		},
 	}}
+}
+
+// SystemCAFile is where Debian-like hosts keep the CA bundle Envoy verifies
+// TLS collectors against.
+const SystemCAFile = "/etc/ssl/certs/ca-certificates.crt"
+
+func upstreamTLS(host string) *corev3.TransportSocket {
+	return &corev3.TransportSocket{
+		Name: "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.UpstreamTlsContext{
+			Sni: host,
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: SystemCAFile}},
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+						SanType: tlsv3.SubjectAltNameMatcher_DNS,
+						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}},
+					}},
+				}},
+			},
+		})},
+	}
 }
 
 func ms(v uint32) time.Duration { return time.Duration(v) * time.Millisecond }
