@@ -213,7 +213,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Quiet:        c.debounceQuiet,
 		MaxDelay:     c.debounceMax,
 		RemovalGrace: c.removalGrace,
-		Policy:       build.Policy{AllowWarning: c.routeWarning, Services: servicePolicy(c.policy)},
+		Policy:       build.Policy{AllowWarning: c.routeWarning, Services: c.policy.ForCatalog},
 		Logger:       log.With("part", "xds"),
 		Registerer:   reg,
 	})
