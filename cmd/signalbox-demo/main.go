@@ -137,15 +137,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 signalbox demo is running. Look at:
   xDS clients and what they acknowledged  http://%[1]s/debug/xds/clients
   what signalbox serves                   http://%[1]s/debug/xds/status
+  connected Envoy sidecars                http://%[1]s/debug/xds/sidecars
   Consul view and staleness               http://%[1]s/debug/consul
   Prometheus metrics                      http://%[1]s/metrics
   Consul UI                               http://%[2]s/ui
   logs                                    %[3]s/
 The demo client calls xds:///greeter %[4]d times a second (2 instances of v1, 1 of v2).
 Try: consul maint -enable -service greeter-v2-3 -http-addr=%[2]s   (traffic leaves v2)
+     bin/signalbox bootstrap --service greeter --node-id greeter-envoy-1 --app-port 50051 --xds-addr %[5]s
+                                                      (an Envoy sidecar's bootstrap for this demo)
 Ctrl-C stops everything the demo started.
 
-`, o.httpAddr, o.consulAddr, o.logDir, o.rps)
+`, o.httpAddr, o.consulAddr, o.logDir, o.rps, o.xdsAddr)
 
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
