@@ -1,7 +1,6 @@
 package build_test
 
 import (
-	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
@@ -9,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	"github.com/signalbox/signalbox/discovery"
 	"github.com/signalbox/signalbox/rollout"
 	"github.com/signalbox/signalbox/xds/build"
+	"github.com/signalbox/signalbox/xds/internal/golden"
 	"github.com/signalbox/signalbox/xds/policy"
 	"github.com/signalbox/signalbox/xds/translate"
 	"github.com/signalbox/signalbox/xds/validate"
@@ -95,52 +94,13 @@ func TestSidecarPipelineGolden(t *testing.T) {
 					}
 				}
 			}
-			files := map[string][]byte{"problems": mustYAML(t, map[string]any{"problems": sc.Problems})}
+			files := map[string][]byte{"problems": golden.Marshal(t, map[string]any{"problems": sc.Problems})}
 			for _, kind := range []string{"listeners", "routes", "clusters"} {
-				files[kind] = toYAML(t, out[kind])
+				files[kind] = golden.YAML(t, out[kind])
 			}
 			for kind, got := range files {
-				path := filepath.Join("testdata/pipeline/out", name+"."+kind+".yaml")
-				if *update {
-					if err := os.WriteFile(path, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("read golden (run with -update to create): %v", err)
-				}
-				if !bytes.Equal(got, want) {
-					t.Errorf("%s differs from %s (go test ./xds/build -update, then review the diff):\n%s", kind, path, got)
-				}
+				golden.Check(t, filepath.Join("testdata/pipeline/out", name+"."+kind+".yaml"), got, *update)
 			}
 		})
 	}
-}
-
-func toYAML(t *testing.T, msgs []proto.Message) []byte {
-	t.Helper()
-	var items []any
-	for _, m := range msgs {
-		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v any
-		if err := yaml.Unmarshal(js, &v); err != nil {
-			t.Fatal(err)
-		}
-		items = append(items, v)
-	}
-	return mustYAML(t, map[string]any{"resources": items})
-}
-
-func mustYAML(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := yaml.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

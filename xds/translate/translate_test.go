@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/signalbox/signalbox/xds/internal/golden"
 	"github.com/signalbox/signalbox/xds/ir"
 	"github.com/signalbox/signalbox/xds/validate"
 )
@@ -76,45 +76,10 @@ func TestGolden(t *testing.T) {
 						t.Errorf("%s: %v", kind, err)
 					}
 				}
-				got := toYAML(t, kinds[kind])
-				path := filepath.Join("testdata/out", name+"."+kind+".yaml")
-				if *update {
-					if err := os.WriteFile(path, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("read golden (run with -update to create): %v", err)
-				}
-				if !bytes.Equal(got, want) {
-					t.Errorf("%s differs from %s (run go test ./xds/translate -update and review the diff):\n%s", kind, path, got)
-				}
+				golden.Check(t, filepath.Join("testdata/out", name+"."+kind+".yaml"), golden.YAML(t, kinds[kind]), *update)
 			}
 		})
 	}
-}
-
-func toYAML(t *testing.T, msgs []proto.Message) []byte {
-	t.Helper()
-	var items []any
-	for _, m := range msgs {
-		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v any
-		if err := yaml.Unmarshal(js, &v); err != nil {
-			t.Fatal(err)
-		}
-		items = append(items, v)
-	}
-	out, err := yaml.Marshal(map[string]any{"resources": items})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func TestTranslateIsDeterministic(t *testing.T) {
