@@ -39,3 +39,15 @@ func nextIndex(prev, got uint64) (next uint64, backwards bool) {
 	}
 	return got, false
 }
+
+// spreadWait picks a blocking query's wait uniformly in [wait/2, wait], so
+// that watches started together do not all time out together: with a
+// thousand services, Consul would otherwise answer (and signalbox decode) a
+// thousand unchanged results in the same few seconds, once a wait.
+func spreadWait(wait time.Duration, rnd func(n int64) int64) time.Duration {
+	half := wait / 2
+	if half <= 0 {
+		return wait
+	}
+	return half + time.Duration(rnd(int64(half)+1))
+}

@@ -71,3 +71,16 @@ func TestNextIndex(t *testing.T) {
 		}
 	}
 }
+
+func TestSpreadWait(t *testing.T) {
+	wait := 60 * time.Second
+	if got := spreadWait(wait, func(int64) int64 { return 0 }); got != 30*time.Second {
+		t.Fatalf("lowest pick %v, want 30s", got)
+	}
+	if got := spreadWait(wait, func(n int64) int64 { return n - 1 }); got != wait {
+		t.Fatalf("highest pick %v, want %v", got, wait)
+	}
+	if got := spreadWait(time.Nanosecond, func(int64) int64 { return 0 }); got != time.Nanosecond {
+		t.Fatalf("tiny wait %v", got)
+	}
+}

@@ -447,7 +447,7 @@ func (w *Watcher) poll(ctx context.Context, watch, name string,
 			Datacenter: w.opts.Datacenter,
 			AllowStale: !confirm,
 			WaitIndex:  index,
-			WaitTime:   w.opts.WaitTime,
+			WaitTime:   spreadWait(w.opts.WaitTime, rand.Int64N),
 		}
 		qctx, cancel := context.WithTimeout(ctx, w.queryTimeout)
 		start := time.Now()

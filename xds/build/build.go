@@ -49,7 +49,7 @@ type ServiceConfig struct {
 // by a sidecar (a Consul registration in proxies, or the meta
 // MetaInboundPort) is reached through its sidecar, and only while both are
 // routable.
-func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies Proxies) ServiceConfig {
+func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies *Proxies) ServiceConfig {
 	timeout := pol.ConnectTimeoutMs
 	var out ServiceConfig
 	bySubset := map[string][]discovery.Instance{}

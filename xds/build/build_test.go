@@ -73,7 +73,7 @@ func TestServiceRouting(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Service(svc, tc.plan, tc.pol, Proxies{})
+			got := Service(svc, tc.plan, tc.pol, nil)
 			if diff := cmp.Diff(tc.wantRoutes, got.Service.Routes); diff != "" {
 				t.Errorf("routes (-want +got):\n%s", diff)
 			}
@@ -111,7 +111,7 @@ func TestLocalitiesWeighPerInstance(t *testing.T) {
 		inst("a2", "v1", "zone-a", discovery.Passing),
 		inst("a3", "v1", "zone-b", discovery.Passing),
 	})
-	got := Service(svc, nil, Policy{}, Proxies{})
+	got := Service(svc, nil, Policy{}, nil)
 	all := got.Endpoints[0]
 	if all.Cluster != "outbound|api" {
 		t.Fatalf("first endpoints are %s, want outbound|api", all.Cluster)
@@ -136,7 +136,7 @@ func TestUnusableRegistrationsAreReportedNotServed(t *testing.T) {
 	bad.Address = "db.internal"
 	port := inst("a2", "v1", "", discovery.Passing)
 	port.Port = 0
-	got := Service(discovery.NewService("db", []discovery.Instance{bad, port, inst("a3", "v1", "", discovery.Passing)}), nil, Policy{}, Proxies{})
+	got := Service(discovery.NewService("db", []discovery.Instance{bad, port, inst("a3", "v1", "", discovery.Passing)}), nil, Policy{}, nil)
 	if len(got.Warnings) != 2 {
 		t.Fatalf("warnings: %q, want one per unusable instance", got.Warnings)
 	}

@@ -66,7 +66,10 @@ func ParseNode(id, cluster string, meta map[string]string) (Node, []string) {
 	return n, problems
 }
 
-// Proxies indexes the Consul sidecar registrations of a catalog.
+// Proxies indexes the Consul sidecar registrations of a catalog. It is
+// kept up to date service by service with Update, so a change costs work in
+// proportion to the service that changed, not to the catalog. A nil
+// *Proxies is an empty index.
 type Proxies struct {
 	// byID is a connect-proxy instance by its service ID.
 	byID map[string]discovery.Instance
@@ -74,16 +77,51 @@ type Proxies struct {
 	fronting map[string]discovery.Instance
 	// services are the names of services made only of proxies.
 	services map[string]bool
-	// fronts fingerprints, by destination service, the sidecars in front of
-	// its instances, so a change to them triggers a rebuild.
-	fronts map[string]string
+	// indexed is the service value each name was last indexed from.
+	indexed map[string]*discovery.Service
 }
 
-// IndexProxies scans the catalog for sidecar registrations.
-func IndexProxies(cat *discovery.Catalog) Proxies {
-	p := Proxies{byID: map[string]discovery.Instance{}, fronting: map[string]discovery.Instance{}, services: map[string]bool{}, fronts: map[string]string{}}
+// NewProxies returns an empty index.
+func NewProxies() *Proxies {
+	return &Proxies{byID: map[string]discovery.Instance{}, fronting: map[string]discovery.Instance{}, services: map[string]bool{}, indexed: map[string]*discovery.Service{}}
+}
+
+// IndexProxies indexes a whole catalog.
+func IndexProxies(cat *discovery.Catalog) *Proxies {
+	p := NewProxies()
 	for _, name := range cat.Names() {
 		svc, _ := cat.Service(name)
+		p.Update(name, svc)
+	}
+	return p
+}
+
+// Update indexes the named service's current value (nil: it is gone) and
+// returns the destination services whose sidecars changed with it: their
+// endpoints must be rebuilt. Unchanged values cost a map lookup.
+func (p *Proxies) Update(name string, svc *discovery.Service) (changedDests []string) {
+	old := p.indexed[name]
+	if old == svc {
+		return nil
+	}
+	if svc == nil {
+		delete(p.indexed, name)
+	} else {
+		p.indexed[name] = svc
+	}
+	dests := map[string]bool{}
+	if old != nil {
+		for _, in := range old.Instances {
+			if in.Kind != discovery.KindConnectProxy || in.Proxy == nil {
+				continue
+			}
+			delete(p.byID, in.ID)
+			delete(p.fronting, in.Node+"/"+in.Proxy.DestinationServiceID)
+			dests[in.Proxy.DestinationServiceName] = true
+		}
+	}
+	delete(p.services, name)
+	if svc != nil {
 		proxiesOnly := len(svc.Instances) > 0
 		for _, in := range svc.Instances {
 			if in.Kind == "" {
@@ -96,29 +134,60 @@ func IndexProxies(cat *discovery.Catalog) Proxies {
 			p.byID[in.ID] = in
 			if in.Proxy.DestinationServiceID != "" {
 				p.fronting[in.Node+"/"+in.Proxy.DestinationServiceID] = in
-				p.fronts[in.Proxy.DestinationServiceName] += fmt.Sprintf("%s/%s=%s:%d:%d;", in.Node, in.Proxy.DestinationServiceID, in.Address, in.Port, in.Health)
 			}
+			dests[in.Proxy.DestinationServiceName] = true
 		}
 		if proxiesOnly {
 			p.services[name] = true
 		}
 	}
-	return p
+	for d := range dests {
+		changedDests = append(changedDests, d)
+	}
+	sort.Strings(changedDests)
+	return changedDests
+}
+
+// Len is the number of services indexed.
+func (p *Proxies) Len() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.indexed)
+}
+
+// Gone returns the indexed names that cat no longer has.
+func (p *Proxies) Gone(cat *discovery.Catalog) []string {
+	var out []string
+	for name := range p.indexed {
+		if _, ok := cat.Service(name); !ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // Fronting returns the sidecar registered in front of an app instance.
-func (p Proxies) Fronting(in discovery.Instance) (discovery.Instance, bool) {
+func (p *Proxies) Fronting(in discovery.Instance) (discovery.Instance, bool) {
+	if p == nil {
+		return discovery.Instance{}, false
+	}
 	s, ok := p.fronting[in.Node+"/"+in.ID]
 	return s, ok
 }
 
-// FrontsOf fingerprints the sidecars registered in front of a service's
-// instances.
-func (p Proxies) FrontsOf(service string) string { return p.fronts[service] }
+// registration returns the sidecar registration with this service ID.
+func (p *Proxies) registration(id string) (discovery.Instance, bool) {
+	if p == nil {
+		return discovery.Instance{}, false
+	}
+	r, ok := p.byID[id]
+	return r, ok
+}
 
 // IsProxyService reports whether a service is made only of sidecars (and so
 // is no routing target of its own).
-func (p Proxies) IsProxyService(name string) bool { return p.services[name] }
+func (p *Proxies) IsProxyService(name string) bool { return p != nil && p.services[name] }
 
 // ServicePolicy gives the telemetry and traffic policy of a service, with
 // what was wrong in its overrides. inst is the instance the sidecar fronts,
@@ -132,7 +201,7 @@ func DefaultServicePolicy(*discovery.Service, *discovery.Instance) (ir.Telemetry
 }
 
 // Sidecar builds what one Envoy sidecar is served.
-func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, proxies Proxies, node Node) ir.Sidecar {
+func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, proxies *Proxies, node Node) ir.Sidecar {
 	policyOf := pol.Services
 	if policyOf == nil {
 		policyOf = DefaultServicePolicy
@@ -145,7 +214,7 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			sc.Problems = append(sc.Problems, fmt.Sprintf("service %q is not registered in Consul", node.Service))
 		}
 	}
-	reg, hasReg := proxies.byID[node.ID]
+	reg, hasReg := proxies.registration(node.ID)
 	var app *discovery.Instance
 	if node.Instance != "" {
 		for i := range own.Instances {

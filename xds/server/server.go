@@ -324,7 +324,7 @@ type loopState struct {
 	lastCatalog *discovery.Catalog
 	lastPlans   map[string]rollout.Plan
 	lastPlansAt time.Time
-	proxies     build.Proxies
+	proxies     *build.Proxies
 	// sidecars are the connected Envoy sidecars; sidecarsDirty means an
 	// input of theirs changed since their snapshots were built.
 	sidecars      map[string]*sidecarState
@@ -335,10 +335,9 @@ type loopState struct {
 }
 
 type builtService struct {
-	svc    *discovery.Service
-	plan   *rollout.Plan
-	fronts string
-	cfg    build.ServiceConfig
+	svc  *discovery.Service
+	plan *rollout.Plan
+	cfg  build.ServiceConfig
 }
 
 func newLoopState() *loopState {
@@ -349,6 +348,7 @@ func newLoopState() *loopState {
 		dirty:    map[string]map[string]struct{}{},
 		orphaned: map[string]map[string]time.Time{},
 		sidecars: map[string]*sidecarState{},
+		proxies:  build.NewProxies(),
 	}
 	for _, t := range servedTypes {
 		st.desired[t] = map[string]any{}
@@ -368,8 +368,29 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 	if plansAt.After(st.lastPlansAt) && plansAt.After(st.seenAt) {
 		st.seenAt = plansAt
 	}
+	// Keep the sidecar index in step, one changed service at a time; the
+	// services whose sidecars changed are rebuilt even if they did not.
+	var fronted map[string]bool
 	if cat != st.lastCatalog {
-		st.proxies = build.IndexProxies(cat)
+		for _, name := range cat.Names() {
+			svc, _ := cat.Service(name)
+			for _, d := range st.proxies.Update(name, svc) {
+				if fronted == nil {
+					fronted = map[string]bool{}
+				}
+				fronted[d] = true
+			}
+		}
+		if st.proxies.Len() > cat.Len() {
+			for _, name := range st.proxies.Gone(cat) {
+				for _, d := range st.proxies.Update(name, nil) {
+					if fronted == nil {
+						fronted = map[string]bool{}
+					}
+					fronted[d] = true
+				}
+			}
+		}
 	}
 	st.lastCatalog, st.lastPlans, st.lastPlansAt = cat, plans, plansAt
 	for _, name := range cat.Names() {
@@ -387,9 +408,8 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 		if p, ok := plans[name]; ok {
 			plan = &p
 		}
-		fronts := st.proxies.FrontsOf(name)
 		prev, ok := st.built[name]
-		if ok && prev.svc == svc && samePlan(prev.plan, plan) && prev.fronts == fronts {
+		if ok && prev.svc == svc && samePlan(prev.plan, plan) && !fronted[name] {
 			continue
 		}
 		cfg := build.Service(svc, plan, pol, st.proxies)
@@ -397,7 +417,7 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 			st.forget(prev.cfg)
 		}
 		st.remember(cfg)
-		st.built[name] = builtService{svc: svc, plan: plan, fronts: fronts, cfg: cfg}
+		st.built[name] = builtService{svc: svc, plan: plan, cfg: cfg}
 		st.sidecarsDirty = true
 	}
 	if len(st.built) > cat.Len() || len(st.built) < cat.Len() {

@@ -138,7 +138,8 @@ func (s *Server) syncSidecars(ctx context.Context, st *loopState, cat *discovery
 	if cat == nil {
 		return nil
 	}
-	proxies := build.IndexProxies(cat)
+	// st.proxies indexes st.lastCatalog, which is cat.
+	proxies := st.proxies
 	for id, sc := range st.sidecars {
 		if ids != nil && !ids[id] {
 			continue
