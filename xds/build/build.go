@@ -31,10 +31,6 @@ type Policy struct {
 	Services ServicePolicy
 }
 
-// MetaInboundPort is the instance meta key that says the instance is
-// fronted by a sidecar listening on that port (for sidecars without a Consul
-// registration): callers are sent there instead of to the app's port.
-const MetaInboundPort = "signalbox-inbound-port"
 
 // ServiceConfig is the part of the IR that one service contributes.
 type ServiceConfig struct {
@@ -47,7 +43,7 @@ type ServiceConfig struct {
 
 // Service builds the IR of one service. plan may be nil. An instance fronted
 // by a sidecar (a Consul registration in proxies, or the meta
-// MetaInboundPort) is reached through its sidecar, and only while both are
+// ir.InstanceMetaInboundPort) is reached through its sidecar, and only while both are
 // routable.
 func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies *Proxies) ServiceConfig {
 	timeout := pol.ConnectTimeoutMs
@@ -63,10 +59,10 @@ func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies *Pr
 				continue
 			}
 			in.Address, in.Port = front.Address, front.Port
-		} else if v, ok := in.Meta[MetaInboundPort]; ok {
+		} else if v, ok := in.Meta[ir.InstanceMetaInboundPort]; ok {
 			p, err := strconv.Atoi(v)
 			if err != nil || p <= 0 || p > 65535 {
-				out.Warnings = append(out.Warnings, fmt.Sprintf("instance %s of %s: meta %s=%q is not a port; calling the app directly", in.ID, svc.Name, MetaInboundPort, v))
+				out.Warnings = append(out.Warnings, fmt.Sprintf("instance %s of %s: meta %s=%q is not a port; calling the app directly", in.ID, svc.Name, ir.InstanceMetaInboundPort, v))
 			} else {
 				in.Port = p
 			}

@@ -275,11 +275,12 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 	}
 
 	// Upstreams: the registration's, else the node's list, else everything.
+	if hasReg && node.Upstreams != nil {
+		sc.Problems = append(sc.Problems, "the bootstrap's upstream list is ignored: the Consul sidecar registration's upstreams apply")
+	}
 	binds := map[string][]discovery.Upstream{}
 	var names []string
 	switch {
-	case node.Upstreams != nil:
-		names = node.Upstreams
 	case hasReg:
 		for _, u := range reg.Proxy.Upstreams {
 			if !slices.Contains(names, u.DestinationName) {
@@ -289,6 +290,8 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 				binds[u.DestinationName] = append(binds[u.DestinationName], u)
 			}
 		}
+	case node.Upstreams != nil:
+		names = node.Upstreams
 	default:
 		for _, n := range cat.Names() {
 			if n != node.Service && n != "consul" && !proxies.IsProxyService(n) {

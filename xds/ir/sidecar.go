@@ -29,6 +29,12 @@ const (
 	NodeMetaUpstreams = "signalbox.upstreams"
 )
 
+// InstanceMetaInboundPort is the Consul instance meta key that says the
+// instance is fronted by a sidecar listening on that port (for sidecars
+// without a Consul registration): callers are sent there instead of to the
+// app's port.
+const InstanceMetaInboundPort = "signalbox-inbound-port"
+
 // Default sidecar ports.
 const (
 	DefaultInboundPort  = 15006

@@ -18,7 +18,7 @@ func Merge(instancesMeta []map[string]string) (meta map[string]string, conflicts
 	counts := map[string]map[string]int{}
 	for _, m := range instancesMeta {
 		for k, v := range m {
-			if !strings.HasPrefix(k, MetaPrefix) || strings.TrimSpace(v) == "" {
+			if !strings.HasPrefix(k, MetaPrefix) || isRoutingKey(k) || strings.TrimSpace(v) == "" {
 				continue
 			}
 			if counts[k] == nil {

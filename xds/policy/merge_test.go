@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/signalbox/signalbox/xds/ir"
+
 	"os"
 	"strings"
 	"testing"
@@ -96,4 +98,15 @@ func docComment(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestRoutingKeysAreNeitherMergedNorUnknown(t *testing.T) {
+	meta, conflicts := Merge([]map[string]string{{ir.InstanceMetaInboundPort: "15006"}, {ir.InstanceMetaInboundPort: "16006"}, {}})
+	if len(conflicts) != 0 || meta[ir.InstanceMetaInboundPort] != "" {
+		t.Fatalf("per-instance %s merged: meta %v, conflicts %v", ir.InstanceMetaInboundPort, meta, conflicts)
+	}
+	sp := ForService(DefaultConfig("http://127.0.0.1:8080/api/v2/spans"), InstanceInfo{Service: "web"}, map[string]string{ir.InstanceMetaInboundPort: "15006"})
+	if len(sp.Problems) != 0 {
+		t.Fatalf("%s reported as a problem: %v", ir.InstanceMetaInboundPort, sp.Problems)
+	}
 }

@@ -363,6 +363,11 @@ func (a *applier) duration(key string, def time.Duration, check func(time.Durati
 }
 
 // unknownKeys reports signalbox-* keys ForService does not know.
+// isRoutingKey: ir.InstanceMetaInboundPort is read per instance by
+// xds/build; it is no policy key, but no unknown key either, and instances
+// are expected to differ in it.
+func isRoutingKey(k string) bool { return k == ir.InstanceMetaInboundPort }
+
 func (a *applier) unknownKeys() {
 	known := MetaKeys()
 	isKnown := map[string]bool{}
@@ -370,7 +375,7 @@ func (a *applier) unknownKeys() {
 		isKnown[k] = true
 	}
 	for _, k := range sortedKeys(a.meta) {
-		if !strings.HasPrefix(k, MetaPrefix) || isKnown[k] {
+		if !strings.HasPrefix(k, MetaPrefix) || isKnown[k] || isRoutingKey(k) {
 			continue
 		}
 		reason := unknownKeyReasonPrefix

@@ -54,6 +54,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Problems in connected sidecars' node metadata or services' policy overrides, for which defaults were used (see /debug/xds/sidecars).",
 		}),
 	}
+	// Every type's series exist from the start, so that increase() sees the
+	// first NACK too.
+	for _, t := range servedTypes {
+		m.nacks.WithLabelValues(shortType(t))
+		m.pushes.WithLabelValues(shortType(t))
+	}
 	if reg != nil {
 		reg.MustRegister(m.clients, m.pushes, m.nacks, m.convergence, m.applies, m.resources, m.buildWarns, m.sidecarProblems)
 	}
