@@ -31,7 +31,6 @@ type Policy struct {
 	Services ServicePolicy
 }
 
-
 // ServiceConfig is the part of the IR that one service contributes.
 type ServiceConfig struct {
 	Service   ir.Service
