@@ -40,9 +40,11 @@ unit:
 e2e: consul build
 	SIGNALBOX_BIN=$(CURDIR)/bin/signalbox $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
 
-## bench: Go benchmarks (the convergence benchmark is `bin/xdsbench`, see docs/benchmarks.md)
-bench:
+## bench: Go benchmarks, then the convergence benchmark at the goal scale (about 2 minutes; see docs/benchmarks.md)
+bench: consul build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) build -o bin/xdsbench ./cmd/xdsbench
+	bin/xdsbench --changes 200 --idle 20s
 
 ## demo: Consul, signalbox, two versions of a demo service and steady traffic; Ctrl-C stops it all
 demo: consul build

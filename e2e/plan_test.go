@@ -2,20 +2,27 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 
 	"github.com/signalbox/signalbox/discovery/consul"
 	"github.com/signalbox/signalbox/discovery/consul/consultest"
+	"github.com/signalbox/signalbox/e2e/adsclient"
 	"github.com/signalbox/signalbox/rollout"
+	"github.com/signalbox/signalbox/xds/ir"
 	"github.com/signalbox/signalbox/xds/server"
 )
 
 // TestPlanWeightsWithConsul: a 90/10 plan between two version subsets of a
-// service discovered in Consul gives 90/10 ± 3% over 2,000 calls; 0/100
+// service discovered in Consul gives 90/10 ± 3% over 2,000 calls, and an
+// Envoy sidecar's outbound route carries the same weights; 0/100
 // sends no further call to the old subset once the client has ACKed. Plans
 // have no API until releases arrive, so the watcher and the xDS server run
 // in the test process, wired as `signalbox serve` wires them.
@@ -80,6 +87,45 @@ func TestPlanWeightsWithConsul(t *testing.T) {
 	t.Logf("90/10 plan: v2 got %.2f%% of %d calls", share*100, total)
 	if share < 0.07 || share > 0.13 {
 		t.Fatalf("v2 got %.2f%% of calls, want 10%% ± 3%%", share*100)
+	}
+
+	// An Envoy sidecar of a caller gets the same 90/10 split in its outbound route.
+	ads, err := adsclient.Dial(ctx, lis.Addr().String(), adsclient.Options{NodeID: "caller-1-envoy", Cluster: "caller", UserAgent: "envoy",
+		Metadata: map[string]any{ir.NodeMetaSidecar: true, ir.NodeMetaAppPort: "7000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ads.Close()
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
+		if err := ads.Subscribe(typ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ads.Subscribe(resourcev3.RouteType, ir.OutboundRouteName); err != nil {
+		t.Fatal(err)
+	}
+	if err := ads.Subscribe(resourcev3.EndpointType, "outbound|greeter|v1", "outbound|greeter|v2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ads.WaitFor(10*time.Second, func(a *adsclient.Client) bool {
+		return len(a.Names(resourcev3.RouteType)) == 1 && len(a.Names(resourcev3.EndpointType)) == 2 && len(a.Names(resourcev3.ListenerType)) == 2
+	}); err != nil {
+		t.Fatalf("sidecar config: %v (routes %v, endpoints %v)", err, ads.Names(resourcev3.RouteType), ads.Names(resourcev3.EndpointType))
+	}
+	var rc routev3.RouteConfiguration
+	if err := ads.Get(resourcev3.RouteType, ir.OutboundRouteName, &rc); err != nil {
+		t.Fatal(err)
+	}
+	var weights []string
+	for _, vh := range rc.GetVirtualHosts() {
+		if vh.GetName() == "greeter" {
+			for _, wc := range vh.GetRoutes()[0].GetRoute().GetWeightedClusters().GetClusters() {
+				weights = append(weights, fmt.Sprintf("%s=%d", wc.GetName(), wc.GetWeight().GetValue()))
+			}
+		}
+	}
+	if got := strings.Join(weights, ","); got != "outbound|greeter|v1=90,outbound|greeter|v2=10" {
+		t.Fatalf("sidecar's greeter route weights %q, want 90/10", got)
 	}
 
 	acked := func() string {
