@@ -29,6 +29,10 @@ type Policy struct {
 	// Services gives each service's telemetry and traffic policy for
 	// sidecars; nil means DefaultServicePolicy.
 	Services ServicePolicy
+	// Built, when set, returns a service's build from the same catalog and
+	// plans, so that sidecars reuse the server loop's per-service builds
+	// instead of redoing them per sidecar.
+	Built func(service string) (ServiceConfig, bool)
 }
 
 // ServiceConfig is the part of the IR that one service contributes.

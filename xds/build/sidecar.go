@@ -306,11 +306,17 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			sc.Problems = append(sc.Problems, fmt.Sprintf("upstream %q is not registered in Consul: left out", name))
 			continue
 		}
-		var plan *rollout.Plan
-		if p, ok := plans[name]; ok {
-			plan = &p
+		var built ServiceConfig
+		if pol.Built != nil {
+			built, ok = pol.Built(name)
 		}
-		built := Service(up, plan, pol, proxies)
+		if !ok || pol.Built == nil {
+			var plan *rollout.Plan
+			if p, found := plans[name]; found {
+				plan = &p
+			}
+			built = Service(up, plan, pol, proxies)
+		}
 		_, upTraffic, _ := policyOf(up, nil)
 		sc.Outbound.VirtualHosts = append(sc.Outbound.VirtualHosts, ir.VirtualHost{
 			Service: name,

@@ -61,12 +61,16 @@ func BenchmarkEndpointChange(b *testing.B) {
 // connected sidecar adds to a structural change.
 func BenchmarkSidecarRebuild(b *testing.B) {
 	cat := benchCatalog(1000, 10)
-	proxies := build.IndexProxies(cat)
+	s := New(Options{})
+	st := newLoopState()
+	st.ingest(cat, nil, time.Time{}, s.opts.Policy)
+	proxies := st.proxies
+	pol := build.Policy{Built: func(name string) (build.ServiceConfig, bool) { b, ok := st.built[name]; return b.cfg, ok }}
 	node := build.Node{ID: "svc-0001-envoy", Service: "svc-0001", Instance: "svc-0001-0"} // no registration: every service is an upstream
 	b.ReportAllocs()
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
-		sc := build.Sidecar(cat, nil, build.Policy{}, proxies, node)
+		sc := build.Sidecar(cat, nil, pol, proxies, node)
 		if _, err := translate.Sidecar(sc); err != nil {
 			b.Fatal(err)
 		}

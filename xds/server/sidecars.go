@@ -138,13 +138,19 @@ func (s *Server) syncSidecars(ctx context.Context, st *loopState, cat *discovery
 	if cat == nil {
 		return nil
 	}
-	// st.proxies indexes st.lastCatalog, which is cat.
+	// st.proxies and st.built are of st.lastCatalog and st.lastPlans, which
+	// are cat and plans.
 	proxies := st.proxies
+	pol := s.opts.Policy
+	pol.Built = func(name string) (build.ServiceConfig, bool) {
+		b, ok := st.built[name]
+		return b.cfg, ok
+	}
 	for id, sc := range st.sidecars {
 		if ids != nil && !ids[id] {
 			continue
 		}
-		built := build.Sidecar(cat, plans, s.opts.Policy, proxies, sc.node)
+		built := build.Sidecar(cat, plans, pol, proxies, sc.node)
 		built.Problems = append(append([]string(nil), sc.problems...), built.Problems...)
 		if sc.built != nil && reflect.DeepEqual(*sc.built, built) {
 			continue
