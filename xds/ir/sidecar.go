@@ -35,6 +35,11 @@ const (
 // app's port.
 const InstanceMetaInboundPort = "signalbox-inbound-port"
 
+// DownstreamClusterHeader names the caller's service on requests that leave
+// a sidecar (Envoy's add_user_agent on the outbound connection manager); the
+// inbound access log records it, so a request is counted once, by its caller.
+const DownstreamClusterHeader = "x-envoy-downstream-service-cluster"
+
 // Default sidecar ports.
 const (
 	DefaultInboundPort  = 15006

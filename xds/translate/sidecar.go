@@ -202,6 +202,12 @@ func connectionManager(direction string, sc ir.Sidecar, tel ir.Telemetry, routes
 		Tracing:           tracing(sc, tel.Tracing),
 		AccessLog:         accessLogs(direction, sc, tel.AccessLog),
 	}
+	if direction == ir.OutboundListenerName {
+		// Requests leaving a sidecar carry x-envoy-downstream-service-cluster
+		// (the caller's service), so the callee's inbound access log can tell
+		// them from calls of callers without a sidecar and count each once.
+		h.AddUserAgent = wrapperspb.Bool(true)
+	}
 	switch r := routes.(type) {
 	case *hcmv3.HttpConnectionManager_Rds:
 		h.RouteSpecifier = r
@@ -275,6 +281,7 @@ func accessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslogv3.
 				},
 				// gRPC status arrives in trailers, or in headers for
 				// trailers-only responses.
+				AdditionalRequestHeadersToLog:   requestHeadersToLog(direction),
 				AdditionalResponseHeadersToLog:  []string{"grpc-status"},
 				AdditionalResponseTrailersToLog: []string{"grpc-status"},
 			})},
@@ -301,6 +308,13 @@ func accessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslogv3.
 		})
 	}
 	return out
+}
+
+func requestHeadersToLog(direction string) []string {
+	if direction == ir.InboundListenerName {
+		return []string{ir.DownstreamClusterHeader}
+	}
+	return nil
 }
 
 func fileLogFilter(f *ir.FileLog) *accesslogv3.AccessLogFilter {
