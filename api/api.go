@@ -5,6 +5,7 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/signalbox/signalbox/topology"
 )
 
 // Deps are the read views the handlers serve. Nil fields are left out.
@@ -24,6 +27,15 @@ type Deps struct {
 	// JSON-serialisable view, e.g. "xds/clients".
 	Debug  map[string]func() any
 	Logger *slog.Logger
+	// Graph answers /api/v1/graph; nil leaves the endpoint out.
+	Graph GraphSource
+	// Now is the clock of graph queries (default time.Now).
+	Now func() time.Time
+}
+
+// GraphSource is the live call graph (topology.Store).
+type GraphSource interface {
+	Graph(now time.Time, window time.Duration, by topology.By) (topology.Graph, error)
 }
 
 // New returns the HTTP handler.
@@ -63,10 +75,51 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /debug/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"views": append(names, "/debug/pprof/"), "time": time.Now().UTC()})
 	})
+	if d.Graph != nil {
+		now := d.Now
+		if now == nil {
+			now = time.Now
+		}
+		mux.HandleFunc("GET /api/v1/graph", func(w http.ResponseWriter, r *http.Request) {
+			window, by, err := graphParams(r)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, Error{Error: err.Error(), Hint: "e.g. /api/v1/graph?window=5m&by=service"})
+				return
+			}
+			g, err := d.Graph.Graph(now(), window, by)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, g)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Hint: "see /debug/ for the debug views, /metrics for Prometheus"})
 	})
 	return mux
+}
+
+// graphParams reads window (a duration, default 5m, at most 24h) and by
+// (service or version, default service).
+func graphParams(r *http.Request) (time.Duration, topology.By, error) {
+	q := r.URL.Query()
+	window := 5 * time.Minute
+	if v := q.Get("window"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > 24*time.Hour {
+			return 0, "", fmt.Errorf("window=%q: want a duration between 1s and 24h, like 1m, 5m or 15m", v)
+		}
+		window = d
+	}
+	by := topology.ByService
+	if v := q.Get("by"); v != "" {
+		by = topology.By(v)
+		if by != topology.ByService && by != topology.ByVersion {
+			return 0, "", fmt.Errorf("by=%q: want service or version", v)
+		}
+	}
+	return window, by, nil
 }
 
 // Error is the body of every error answer.

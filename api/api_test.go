@@ -7,8 +7,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/signalbox/signalbox/topology"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -72,5 +75,29 @@ func TestUnknownPathIsAClearJSONError(t *testing.T) {
 	}
 	if code != http.StatusNotFound || !strings.Contains(e.Error, "/api/v9/nothing") || e.Hint == "" {
 		t.Fatalf("got %d %+v", code, e)
+	}
+}
+
+func TestGraphEndpoint(t *testing.T) {
+	store := topology.New(topology.Options{})
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for i := 0; i < 30; i++ {
+		store.Record(topology.Observation{Time: now, Source: topology.Node{Service: "web", Version: "v1"}, Target: topology.Node{Service: "api", Version: "v2"}, Protocol: topology.HTTP, Status: 200, GRPCStatus: -1, Latency: time.Millisecond})
+	}
+	h := New(Deps{Graph: store, Now: func() time.Time { return now }})
+	code, body := get(t, h, "/api/v1/graph?window=1m&by=version")
+	var g topology.Graph
+	if err := json.Unmarshal([]byte(body), &g); err != nil || code != http.StatusOK {
+		t.Fatalf("graph: %d %v %s", code, err, body)
+	}
+	if len(g.Edges) != 1 || g.Edges[0].Source != "web@v1" || g.Edges[0].Target != "api@v2" || g.Edges[0].Requests != 30 || g.Window != "1m0s" {
+		t.Fatalf("graph: %+v", g)
+	}
+	for _, bad := range []string{"?window=soon", "?window=-1m", "?window=48h", "?by=team"} {
+		code, body := get(t, h, "/api/v1/graph"+bad)
+		var e Error
+		if json.Unmarshal([]byte(body), &e) != nil || code != http.StatusBadRequest || e.Error == "" || e.Hint == "" {
+			t.Errorf("%s: %d %s, want a 400 saying what to fix", bad, code, body)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/signalbox/signalbox/api"
 	"github.com/signalbox/signalbox/discovery/consul"
+	"github.com/signalbox/signalbox/topology"
+	"github.com/signalbox/signalbox/topology/als"
 	"github.com/signalbox/signalbox/xds/build"
 	"github.com/signalbox/signalbox/xds/policy"
 	"github.com/signalbox/signalbox/xds/server"
@@ -223,6 +226,12 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	)
 	xsrv.Register(ctx, grpcSrv)
 
+	// The live graph: sidecars' access logs arrive on the xDS port.
+	store := topology.New(topology.Options{})
+	alsSrv := als.NewServer(store, time.Now)
+	alsv3.RegisterAccessLogServiceServer(grpcSrv, alsSrv)
+	registerTopologyMetrics(reg, store, alsSrv)
+
 	ready := func() (bool, string) {
 		select {
 		case <-xsrv.Ready():
@@ -247,6 +256,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 				"consul":       func() any { return watcher.Status() },
 			},
 			Logger: log,
+			Graph:  store,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -254,6 +264,19 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return watcher.Run(ctx) })
 	g.Go(func() error { return xsrv.Run(ctx) })
+	g.Go(func() error {
+		// Idle edges expire once they have left the longest window.
+		tick := time.NewTicker(time.Minute)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case now := <-tick.C:
+				store.Expire(now, 16*time.Minute)
+			}
+		}
+	})
 	g.Go(func() error {
 		// Forward catalogs only once the first complete one is in: a partial
 		// catalog would tell clients that services do not exist.
@@ -328,5 +351,28 @@ func waitLogged(ctx context.Context, log *slog.Logger, ch <-chan struct{}, msg s
 		case <-tick.C:
 			log.Warn(msg, args...)
 		}
+	}
+}
+
+// registerTopologyMetrics exports the graph store's and the ALS ingest's
+// counters.
+func registerTopologyMetrics(reg prometheus.Registerer, store *topology.Store, a *als.Server) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signalbox_topology_edges", Help: "Edges held by the live graph."},
+			func() float64 { return float64(store.Edges()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_topology_dropped_total", Help: "Observations dropped because the edge cap was reached."},
+			func() float64 { return float64(store.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_als_entries_total", Help: "Access log entries received from sidecars."},
+			func() float64 { return float64(a.Entries.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_als_recorded_total", Help: "Access log entries recorded in the graph."},
+			func() float64 { return float64(a.Recorded.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_als_rejected_streams_total", Help: "Access log streams refused (no node in the first message)."},
+			func() float64 { return float64(a.Rejected.Load()) }),
+	)
+	for _, reason := range []string{als.SkipOtherCluster, als.SkipCountedByPeer, als.SkipLogName, als.SkipIncomplete} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "signalbox_als_skipped_total", Help: "Access log entries not recorded, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(a.Skipped(reason)) }))
 	}
 }
