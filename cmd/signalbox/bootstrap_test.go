@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/signalbox/signalbox/xds/bootstrap"
 	"github.com/signalbox/signalbox/xds/ir"
@@ -44,7 +46,7 @@ func TestBootstrapDefaults(t *testing.T) {
 	}
 	host, err := os.Hostname()
 	if err != nil {
-		t.Skip("no hostname")
+		t.Fatalf("the run succeeded, so the hostname is known: %v", err)
 	}
 	if got := b.GetNode().GetId(); got != "web-"+host {
 		t.Errorf("default node id %q, want %q", got, "web-"+host)
@@ -149,6 +151,47 @@ func TestBootstrapBadInput(t *testing.T) {
 			}
 			if out != "" {
 				t.Fatalf("wrote output despite the error: %q", out)
+			}
+		})
+	}
+}
+
+// TestDefaultNodeID covers the default node id with an injected hostname,
+// including a host whose name cannot be read.
+func TestDefaultNodeID(t *testing.T) {
+	cases := []struct {
+		name     string
+		hostname func() (string, error)
+		want     string // node id, or "" for a usage error
+	}{
+		{"from the hostname", func() (string, error) { return "host-a", nil }, "web-host-a"},
+		{"hostname unknown", func() (string, error) { return "", errors.New("no uts namespace") }, ""},
+		{"hostname empty", func() (string, error) { return "", nil }, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &bootstrapConfig{
+				opts:           bootstrap.Options{Service: "web", XDSAddr: "127.0.0.1:18000", AdminAddr: "127.0.0.1:19000"},
+				connectTimeout: 5 * time.Second,
+				format:         "yaml",
+			}
+			out, err := c.render(tc.hostname)
+			if tc.want == "" {
+				var ue usageError
+				if !errors.As(err, &ue) || !strings.Contains(err.Error(), "set --node-id") {
+					t.Fatalf("err %v, want a usage error that says to set --node-id", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := bootstrap.Parse(out, "yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := b.GetNode().GetId(); got != tc.want {
+				t.Fatalf("node id %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -104,3 +104,19 @@ func TestConfigPrecedence(t *testing.T) {
 		})
 	}
 }
+
+func TestSelfZipkinURL(t *testing.T) {
+	cases := []struct{ httpAddr, advertise, want string }{
+		{"127.0.0.1:8080", "", "http://127.0.0.1:8080/api/v2/spans"},
+		{"0.0.0.0:8080", "", "http://127.0.0.1:8080/api/v2/spans"},
+		{"0.0.0.0:8080", "signalbox.internal", "http://signalbox.internal:8080/api/v2/spans"},
+		{"[::]:9090", "fd00::7", "http://[fd00::7]:9090/api/v2/spans"},
+		{":8080", "", "http://127.0.0.1:8080/api/v2/spans"},
+	}
+	for _, tc := range cases {
+		c := serveConfig{httpAddr: tc.httpAddr, advertiseAddr: tc.advertise}
+		if got := c.selfZipkinURL(); got != tc.want {
+			t.Errorf("http-addr %q advertise %q: %q, want %q", tc.httpAddr, tc.advertise, got, tc.want)
+		}
+	}
+}
