@@ -77,19 +77,14 @@ func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error)
 	if window <= 0 {
 		return Graph{}, fmt.Errorf("topology: window %v: must be positive", window)
 	}
-	n := int64((window + s.opts.Bucket - 1) / s.opts.Bucket)
-	if n > int64(s.opts.Buckets) {
-		n = int64(s.opts.Buckets)
-	}
-	last := s.bucketIndex(now)
-	first := last - n + 1
+	first, last, n := s.span(now, window)
 	seconds := (time.Duration(n) * s.opts.Bucket).Seconds()
 
 	acc := map[EdgeKey]*edgeAcc{}
-	for i := range s.shards {
-		sh := &s.shards[i]
+	for i := range s.edges.shards {
+		sh := &s.edges.shards[i]
 		sh.mu.Lock()
-		for k, se := range sh.edges {
+		for k, se := range sh.series {
 			if se.lastSeen < first {
 				continue
 			}
@@ -104,8 +99,7 @@ func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error)
 					continue
 				}
 				if a == nil {
-					sk, _ := ddsketch.LogCollapsingLowestDenseDDSketch(s.opts.RelativeAccuracy, 2048)
-					a = &edgeAcc{source: key.Source, target: key.Target, protocol: k.Protocol, latency: sk}
+					a = &edgeAcc{source: key.Source, target: key.Target, protocol: k.Protocol, latency: s.newSketch()}
 					acc[key] = a
 				}
 				for c := range b.counts {
@@ -181,4 +175,18 @@ func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error)
 		return ea.Protocol < eb.Protocol
 	})
 	return g, nil
+}
+
+// span is the buckets [first, last] of the window ending at now, n of them:
+// whole buckets, the current one included, at most the ring.
+func (s *Store) span(now time.Time, window time.Duration) (first, last, n int64) {
+	n = int64((window + s.opts.Bucket - 1) / s.opts.Bucket)
+	if n > int64(s.opts.Buckets) {
+		n = int64(s.opts.Buckets)
+	}
+	if n < 1 {
+		n = 1
+	}
+	last = s.bucketIndex(now)
+	return last - n + 1, last, n
 }

@@ -45,8 +45,11 @@ type Observation struct {
 	// ConnFailure: the request failed to reach the target (Envoy response
 	// flags UF, UH, URX, …).
 	ConnFailure bool
-	Bytes       uint64
-	Latency     time.Duration
+	// Failed marks the request failed whatever its status says (a Zipkin
+	// span's error tag).
+	Failed  bool
+	Bytes   uint64
+	Latency time.Duration
 }
 
 // Class is a request's outcome class.
@@ -80,6 +83,9 @@ func ClassOf(o Observation) Class {
 // connection failure, or a gRPC UNKNOWN, DEADLINE_EXCEEDED, INTERNAL or
 // UNAVAILABLE (the statuses that say the callee failed, not the caller).
 func IsError(o Observation) bool {
+	if o.Failed {
+		return true
+	}
 	switch ClassOf(o) {
 	case Class5xx, ClassConnFailure:
 		return true
@@ -133,23 +139,38 @@ type EdgeKey struct {
 }
 
 // Store is the graph's memory. It is safe for concurrent use.
+//
+// It keeps two views. The edges (Record) count each request once, from the
+// side that saw it best, usually the caller's sidecar: they make the graph.
+// The served view (RecordServed) counts what each service saw arriving, per
+// version, from its own sidecar or server spans: the release analysis
+// compares it with what the callers saw.
 type Store struct {
-	opts    Options
-	seed    maphash.Seed
+	opts   Options
+	seed   maphash.Seed
+	edges  rings
+	served rings
+}
+
+// rings is a sharded, capped map of series.
+type rings struct {
 	shards  []shard
-	edges   atomic.Int64
+	n       atomic.Int64
+	max     int
 	dropped atomic.Uint64
 }
 
 type shard struct {
-	mu    sync.Mutex
-	edges map[EdgeKey]*series
+	mu     sync.Mutex
+	series map[EdgeKey]*series
 }
 
-// series is an edge's ring of buckets.
+// series is an edge's ring of buckets, and its totals since it was created
+// (Prometheus counters).
 type series struct {
 	buckets  []bucket
 	lastSeen int64 // bucket index of the newest observation
+	totals   Totals
 }
 
 type bucket struct {
@@ -160,26 +181,50 @@ type bucket struct {
 	latency *ddsketch.DDSketch
 }
 
+// latencyBoundsMs are the upper bounds of the totals' latency histogram, in
+// milliseconds (Prometheus's le).
+var latencyBoundsMs = [...]float64{1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+
+// LatencyBoundsMs returns the latency histogram's upper bounds in ms.
+func LatencyBoundsMs() []float64 { return append([]float64(nil), latencyBoundsMs[:]...) }
+
+// Totals are an edge's counts since it was first seen: monotonic, for
+// Prometheus counters. LatencyBuckets[i] counts requests no slower than
+// LatencyBoundsMs()[i] (not cumulative); slower ones count only in Requests.
+type Totals struct {
+	Requests       uint64
+	Errors         uint64
+	LatencySumMs   float64
+	LatencyBuckets [len(latencyBoundsMs)]uint64
+}
+
 // New makes a store.
 func New(o Options) *Store {
 	o = o.withDefaults()
-	s := &Store{opts: o, seed: maphash.MakeSeed(), shards: make([]shard, o.Shards)}
-	for i := range s.shards {
-		s.shards[i].edges = map[EdgeKey]*series{}
-	}
+	s := &Store{opts: o, seed: maphash.MakeSeed()}
+	s.edges.init(o.Shards, o.MaxEdges)
+	s.served.init(o.Shards, o.MaxEdges)
 	return s
+}
+
+func (r *rings) init(shards, max int) {
+	r.shards = make([]shard, shards)
+	r.max = max
+	for i := range r.shards {
+		r.shards[i].series = map[EdgeKey]*series{}
+	}
 }
 
 // Dropped is how many observations were refused because the edge cap was
 // reached.
-func (s *Store) Dropped() uint64 { return s.dropped.Load() }
+func (s *Store) Dropped() uint64 { return s.edges.dropped.Load() + s.served.dropped.Load() }
 
 // Edges is the number of edges held.
-func (s *Store) Edges() int { return int(s.edges.Load()) }
+func (s *Store) Edges() int { return int(s.edges.n.Load()) }
 
 func (s *Store) bucketIndex(t time.Time) int64 { return t.UnixNano() / int64(s.opts.Bucket) }
 
-func (s *Store) shardOf(k EdgeKey) *shard {
+func (s *Store) shardOf(r *rings, k EdgeKey) *shard {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	h.WriteString(k.Source.Service)
@@ -187,26 +232,49 @@ func (s *Store) shardOf(k EdgeKey) *shard {
 	h.WriteString(k.Target.Service)
 	h.WriteString(k.Target.Version)
 	h.WriteString(string(k.Protocol))
-	return &s.shards[h.Sum64()%uint64(len(s.shards))]
+	return &r.shards[h.Sum64()%uint64(len(r.shards))]
 }
 
-// Record adds one observation. It reports false when the observation was
-// dropped because a new edge would pass the cap.
+// Record adds one request to its edge. It reports false when the
+// observation was dropped because a new edge would pass the cap.
 func (s *Store) Record(o Observation) bool {
-	k := EdgeKey{Source: o.Source, Target: o.Target, Protocol: o.Protocol}
+	return s.record(&s.edges, EdgeKey{Source: o.Source, Target: o.Target, Protocol: o.Protocol}, o)
+}
+
+// RecordServed adds one request to what its target saw arriving (the
+// served view; see Store). The source is not kept: the served view is per
+// target service and version.
+func (s *Store) RecordServed(o Observation) bool {
+	return s.record(&s.served, EdgeKey{Target: o.Target, Protocol: o.Protocol}, o)
+}
+
+func (s *Store) record(r *rings, k EdgeKey, o Observation) bool {
 	idx := s.bucketIndex(o.Time)
-	sh := s.shardOf(k)
+	sh := s.shardOf(r, k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	se, ok := sh.edges[k]
+	se, ok := sh.series[k]
 	if !ok {
-		if int(s.edges.Load()) >= s.opts.MaxEdges {
-			s.dropped.Add(1)
+		if int(r.n.Load()) >= r.max {
+			r.dropped.Add(1)
 			return false
 		}
 		se = &series{buckets: make([]bucket, s.opts.Buckets)}
-		sh.edges[k] = se
-		s.edges.Add(1)
+		sh.series[k] = se
+		r.n.Add(1)
+	}
+	failed := IsError(o)
+	ms := float64(o.Latency) / float64(time.Millisecond)
+	se.totals.Requests++
+	if failed {
+		se.totals.Errors++
+	}
+	se.totals.LatencySumMs += ms
+	for i, le := range latencyBoundsMs {
+		if ms <= le {
+			se.totals.LatencyBuckets[i]++
+			break
+		}
 	}
 	b := &se.buckets[int(idx%int64(len(se.buckets)))]
 	if b.index != idx {
@@ -220,39 +288,61 @@ func (s *Store) Record(o Observation) bool {
 		}
 	}
 	if b.latency == nil {
-		sk, err := ddsketch.LogCollapsingLowestDenseDDSketch(s.opts.RelativeAccuracy, 2048)
-		if err != nil {
-			panic(fmt.Sprintf("topology: sketch: %v", err)) // accuracy is checked in withDefaults
-		}
-		b.latency = sk
+		b.latency = s.newSketch()
 	}
 	b.counts[ClassOf(o)]++
-	if IsError(o) {
+	if failed {
 		b.errors++
 	}
 	b.bytes += o.Bytes
-	_ = b.latency.Add(float64(o.Latency) / float64(time.Millisecond))
+	_ = b.latency.Add(ms)
 	if idx > se.lastSeen {
 		se.lastSeen = idx
 	}
 	return true
 }
 
-// Expire removes edges with no observation in the last ttl.
-func (s *Store) Expire(now time.Time, ttl time.Duration) int {
-	cutoff := s.bucketIndex(now.Add(-ttl))
-	removed := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
+func (s *Store) newSketch() *ddsketch.DDSketch {
+	sk, err := ddsketch.LogCollapsingLowestDenseDDSketch(s.opts.RelativeAccuracy, 2048)
+	if err != nil {
+		panic(fmt.Sprintf("topology: sketch: %v", err)) // accuracy is checked in withDefaults
+	}
+	return sk
+}
+
+// EachTotals calls visit with every edge's totals, in no order. visit must
+// not call back into the store.
+func (s *Store) EachTotals(visit func(EdgeKey, Totals)) {
+	for i := range s.edges.shards {
+		sh := &s.edges.shards[i]
 		sh.mu.Lock()
-		for k, se := range sh.edges {
-			if se.lastSeen < cutoff {
-				delete(sh.edges, k)
-				removed++
-			}
+		for k, se := range sh.series {
+			visit(k, se.totals)
 		}
 		sh.mu.Unlock()
 	}
-	s.edges.Add(int64(-removed))
+}
+
+// Expire removes edges (and served-view series) with no observation in the
+// last ttl.
+func (s *Store) Expire(now time.Time, ttl time.Duration) int {
+	cutoff := s.bucketIndex(now.Add(-ttl))
+	removed := 0
+	for _, r := range []*rings{&s.edges, &s.served} {
+		n := 0
+		for i := range r.shards {
+			sh := &r.shards[i]
+			sh.mu.Lock()
+			for k, se := range sh.series {
+				if se.lastSeen < cutoff {
+					delete(sh.series, k)
+					n++
+				}
+			}
+			sh.mu.Unlock()
+		}
+		r.n.Add(int64(-n))
+		removed += n
+	}
 	return removed
 }

@@ -1,0 +1,103 @@
+package topology
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+)
+
+// Counts are a version's requests over a window.
+type Counts struct {
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
+	// P99Ms is the 99th percentile latency, 0 without requests.
+	P99Ms float64 `json:"p99Ms"`
+}
+
+// ErrorRate is Errors/Requests, 0 without requests.
+func (c Counts) ErrorRate() float64 {
+	if c.Requests == 0 {
+		return 0
+	}
+	return float64(c.Errors) / float64(c.Requests)
+}
+
+// VersionCounts are a service's requests per version subset over a window,
+// from both sides. A version the callers reached without a subset (the
+// route had no plan) counts under "".
+type VersionCounts struct {
+	Service string `json:"service"`
+	Window  string `json:"window"`
+	// Callers: what the callers saw, from the edges into the service (each
+	// request once, mostly from the callers' sidecars).
+	Callers map[string]Counts `json:"callers"`
+	// Self: what the service's own sidecars (inbound logs) or server spans
+	// saw arriving.
+	Self map[string]Counts `json:"self"`
+}
+
+// VersionCounts answers the release analysis: a service's requests and
+// errors per version over the window ending at now.
+func (s *Store) VersionCounts(service string, now time.Time, window time.Duration) (VersionCounts, error) {
+	if service == "" {
+		return VersionCounts{}, fmt.Errorf("topology: version counts: no service named")
+	}
+	if window <= 0 {
+		return VersionCounts{}, fmt.Errorf("topology: version counts: window %v: must be positive", window)
+	}
+	first, last, n := s.span(now, window)
+	vc := VersionCounts{
+		Service: service,
+		Window:  (time.Duration(n) * s.opts.Bucket).String(),
+		Callers: s.countInto(&s.edges, service, first, last),
+		Self:    s.countInto(&s.served, service, first, last),
+	}
+	return vc, nil
+}
+
+// countInto sums the series into service over [first, last], by target
+// version.
+func (s *Store) countInto(r *rings, service string, first, last int64) map[string]Counts {
+	type acc struct {
+		c  Counts
+		sk *ddsketch.DDSketch
+	}
+	by := map[string]*acc{}
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for k, se := range sh.series {
+			if k.Target.Service != service || se.lastSeen < first {
+				continue
+			}
+			for bi := range se.buckets {
+				b := &se.buckets[bi]
+				if b.latency == nil || b.index < first || b.index > last {
+					continue
+				}
+				a := by[k.Target.Version]
+				if a == nil {
+					a = &acc{sk: s.newSketch()}
+					by[k.Target.Version] = a
+				}
+				for _, c := range b.counts {
+					a.c.Requests += c
+				}
+				a.c.Errors += b.errors
+				_ = a.sk.MergeWith(b.latency)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	out := make(map[string]Counts, len(by))
+	for v, a := range by {
+		if a.c.Requests > 0 {
+			if q, err := a.sk.GetValueAtQuantile(0.99); err == nil {
+				a.c.P99Ms = q
+			}
+		}
+		out[v] = a.c
+	}
+	return out
+}
