@@ -33,6 +33,7 @@ type Backend struct {
 
 	lis      net.Listener
 	srv      *grpc.Server
+	upstream *grpc.ClientConn
 	calls    atomic.Uint64
 	failures atomic.Uint64
 	failPPM  atomic.Uint32 // failure rate in parts per million
@@ -40,11 +41,26 @@ type Backend struct {
 
 // StartBackend listens on addr ("127.0.0.1:0" for any port) and serves.
 func StartBackend(addr, id, version string) (*Backend, error) {
+	return StartBackendWith(addr, id, version, BackendOptions{})
+}
+
+// BackendOptions make a backend traced, or a front that relays each call.
+type BackendOptions struct {
+	// ServerOptions are added to the gRPC server's (e.g. Tracing.ServerOption).
+	ServerOptions []grpc.ServerOption
+	// Upstream, when set, makes the backend a front: each call is passed on
+	// to it (with the incoming context, so traces join up), and its answer
+	// or failure returned.
+	Upstream *grpc.ClientConn
+}
+
+// StartBackendWith is StartBackend with options.
+func StartBackendWith(addr, id, version string, o BackendOptions) (*Backend, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: listen on %s: %w", id, addr, err)
 	}
-	b := &Backend{ID: id, Version: version, lis: lis, srv: grpc.NewServer()}
+	b := &Backend{ID: id, Version: version, lis: lis, srv: grpc.NewServer(o.ServerOptions...), upstream: o.Upstream}
 	testgrpc.RegisterTestServiceServer(b.srv, b)
 	go func() { _ = b.srv.Serve(lis) }()
 	return b, nil
@@ -65,8 +81,16 @@ func (b *Backend) SetFailureRate(rate float64) {
 func (b *Backend) Stop() { b.srv.Stop() }
 
 // UnaryCall implements grpc.testing.TestService.
-func (b *Backend) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+func (b *Backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	b.calls.Add(1)
+	if b.upstream != nil {
+		resp, err := testgrpc.NewTestServiceClient(b.upstream).UnaryCall(ctx, req)
+		if err != nil {
+			b.failures.Add(1)
+			return nil, status.Errorf(status.Code(err), "front %s: upstream: %v", b.ID, err)
+		}
+		return resp, nil
+	}
 	if p := b.failPPM.Load(); p > 0 && rand.Uint32N(1e6) < p {
 		b.failures.Add(1)
 		return nil, status.Errorf(codes.Unavailable, "demo backend %s (%s): injected failure", b.ID, b.Version)
@@ -85,8 +109,8 @@ func Bootstrap(xdsAddr, nodeID, nodeCluster string) []byte {
 
 // Dial connects to xds:///<service> with its own bootstrap, so that several
 // clients with their own node ids can live in one process.
-func Dial(bootstrap []byte, service string) (*grpc.ClientConn, error) {
-	var opts []grpc.DialOption
+func Dial(bootstrap []byte, service string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+	opts := append([]grpc.DialOption(nil), extra...)
 	if bootstrap != nil {
 		b, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
 		if err != nil {
