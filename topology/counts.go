@@ -101,3 +101,30 @@ func (s *Store) countInto(r *rings, service string, first, last int64) map[strin
 	}
 	return out
 }
+
+// VersionTotals are a service's requests and errors per version since the
+// store first saw them, from both sides: monotonic, so that the release
+// controller can take exact increments between looks whatever the bucket
+// boundaries. (P99Ms is not set: latency comes from VersionCounts.) A
+// series that expired and came back starts again from zero.
+func (s *Store) VersionTotals(service string) (callers, self map[string]Counts) {
+	sum := func(r *rings) map[string]Counts {
+		out := map[string]Counts{}
+		for i := range r.shards {
+			sh := &r.shards[i]
+			sh.mu.Lock()
+			for k, se := range sh.series {
+				if k.Target.Service != service {
+					continue
+				}
+				c := out[k.Target.Version]
+				c.Requests += se.totals.Requests
+				c.Errors += se.totals.Errors
+				out[k.Target.Version] = c
+			}
+			sh.mu.Unlock()
+		}
+		return out
+	}
+	return sum(&s.edges), sum(&s.served)
+}

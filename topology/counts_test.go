@@ -144,3 +144,20 @@ func TestZipkinErrorTagFails(t *testing.T) {
 		t.Errorf("a 200 marked failed: class %v error %v, want 2xx and an error", ClassOf(o), IsError(o))
 	}
 }
+
+func TestVersionTotalsOutliveTheRing(t *testing.T) {
+	s := New(Options{Bucket: time.Second, Buckets: 2})
+	for i := 0; i < 5; i++ {
+		s.Record(obs(time.Duration(i)*time.Minute, "web", "", "api", "v2", 200+300*(i%2), time.Millisecond))
+		s.Record(obs(time.Duration(i)*time.Minute, "cron", "", "api", "v2", 200, time.Millisecond))
+		s.RecordServed(obs(time.Duration(i)*time.Minute, "web", "", "api", "v2", 200, time.Millisecond))
+	}
+	s.Record(obs(0, "web", "", "db", "v2", 500, time.Millisecond))
+	callers, self := s.VersionTotals("api")
+	if c := callers["v2"]; len(callers) != 1 || c.Requests != 10 || c.Errors != 2 {
+		t.Errorf("callers' totals %+v: want v2 with 10 requests (two callers), 2 errors", callers)
+	}
+	if c := self["v2"]; len(self) != 1 || c.Requests != 5 || c.Errors != 0 {
+		t.Errorf("own totals %+v: want v2 with 5 requests", self)
+	}
+}
