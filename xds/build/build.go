@@ -6,7 +6,11 @@
 // "outbound|<service>", which holds every routable instance of every version,
 // so requests spread evenly over all of them. A service with a Plan sends
 // traffic to the version-subset clusters "outbound|<service>|<subset>" with
-// the Plan's weights; subsets with weight 0 are left out of the route.
+// the Plan's weights; subsets with weight 0 are left out of the route. The
+// Plan's header matches come before that weighted route, each to its
+// subset's cluster, and its mirror rides on the weighted route. A subset
+// that only a match or the mirror names still gets its cluster and
+// endpoints.
 package build
 
 import (
@@ -89,16 +93,20 @@ func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies *Pr
 		subsets[v] = true
 	}
 	var routes []ir.WeightedCluster
+	var matches []ir.HeaderRoute
+	var mirror *ir.Mirror
 	if plan != nil {
-		for _, w := range plan.Normalized().Weights {
+		p := plan.Normalized()
+		for _, w := range p.Weights {
 			subsets[w.Subset] = true
 			routes = append(routes, ir.WeightedCluster{Cluster: ir.ClusterName(svc.Name, w.Subset), Weight: w.Weight})
 		}
+		matches, mirror = planMatches(svc.Name, p, subsets, &out.Warnings)
 	}
 	if len(routes) == 0 {
 		routes = []ir.WeightedCluster{{Cluster: ir.ClusterName(svc.Name, ""), Weight: 1}}
 	}
-	out.Service = ir.Service{Name: svc.Name, Routes: routes}
+	out.Service = ir.Service{Name: svc.Name, Routes: routes, Matches: matches, Mirror: mirror}
 
 	names := make([]string, 0, len(subsets))
 	for s := range subsets {
@@ -112,6 +120,40 @@ func Service(svc *discovery.Service, plan *rollout.Plan, pol Policy, proxies *Pr
 		out.Endpoints = append(out.Endpoints, endpoints(ir.ClusterName(svc.Name, s), bySubset[s]))
 	}
 	return out
+}
+
+// planMatches turns a normalized plan's header matches and mirror into IR,
+// adding the subsets they name to subsets (they need clusters even at weight
+// 0). The server does not validate plans, so what Envoy or gRPC would reject,
+// or what could never be taken, is left out with a warning instead of
+// failing the whole service.
+func planMatches(service string, p rollout.Plan, subsets map[string]bool, warnings *[]string) ([]ir.HeaderRoute, *ir.Mirror) {
+	var matches []ir.HeaderRoute
+	type key struct{ header, value string }
+	seen := map[key]bool{}
+	for _, m := range p.Matches {
+		if err := m.Validate(); err != nil {
+			*warnings = append(*warnings, fmt.Sprintf("plan of %s: header match left out: %v", service, err))
+			continue
+		}
+		k := key{m.Header, m.Value}
+		if seen[k] {
+			*warnings = append(*warnings, fmt.Sprintf("plan of %s: header match %s=%q to %s left out: it is matched to another subset first", service, m.Header, m.Value, m.Subset))
+			continue
+		}
+		seen[k] = true
+		subsets[m.Subset] = true
+		matches = append(matches, ir.HeaderRoute{Header: m.Header, Value: m.Value, Cluster: ir.ClusterName(service, m.Subset)})
+	}
+	if m := p.Mirror; m != nil {
+		if err := m.Validate(); err != nil {
+			*warnings = append(*warnings, fmt.Sprintf("plan of %s: mirror left out: %v", service, err))
+			return matches, nil
+		}
+		subsets[m.Subset] = true
+		return matches, &ir.Mirror{Cluster: ir.ClusterName(service, m.Subset), Percent: m.Percent}
+	}
+	return matches, nil
 }
 
 // Config builds the whole IR. plans maps a service name to its plan.

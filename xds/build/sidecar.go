@@ -322,6 +322,8 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			Service: name,
 			Domains: []string{name, name + ".service.consul"},
 			Routes:  built.Service.Routes,
+			Matches: built.Service.Matches,
+			Mirror:  built.Service.Mirror,
 			Traffic: upTraffic,
 		})
 		for _, c := range built.Clusters {

@@ -30,6 +30,27 @@ type Service struct {
 	// Routes are the weighted destinations of the default route. A single
 	// destination with weight 0 routes everything there.
 	Routes []WeightedCluster `json:"routes"`
+	// Matches are header routes, tried in order before the default route.
+	Matches []HeaderRoute `json:"matches,omitempty"`
+	// Mirror shadows the default route's requests. Only sidecars get it:
+	// gRPC-Go does not mirror, so the proxyless route leaves it out.
+	Mirror *Mirror `json:"mirror,omitempty"`
+}
+
+// HeaderRoute sends requests whose Header equals Value to Cluster.
+type HeaderRoute struct {
+	// Header is a lower-case header name (gRPC metadata key).
+	Header  string `json:"header"`
+	Value   string `json:"value"`
+	Cluster string `json:"cluster"`
+}
+
+// Mirror copies Percent of a route's requests to Cluster; Envoy discards
+// the copies' responses.
+type Mirror struct {
+	Cluster string `json:"cluster"`
+	// Percent is in (0, 100], to a millionth of the requests.
+	Percent float64 `json:"percent"`
 }
 
 // WeightedCluster is one destination of a route.
@@ -109,8 +130,9 @@ func ParseClusterName(name string) (service, subset string, ok bool) {
 }
 
 // Validate checks the invariants translate relies on: names present and
-// unique, every route target a known cluster, locality weights >= 1, ports
-// and addresses valid.
+// unique, every route, match and mirror target a known cluster, header
+// matches complete and unique, mirror shares in range, locality weights >= 1,
+// ports and addresses valid.
 func (c *Config) Validate() error {
 	var errs []error
 	clusters := map[string]bool{}
@@ -147,6 +169,7 @@ func (c *Config) Validate() error {
 		if len(s.Routes) > 1 && total == 0 {
 			errs = append(errs, fmt.Errorf("service %q: weighted routes add up to 0", s.Name))
 		}
+		errs = append(errs, validateMatches(s.Name, s.Matches, s.Mirror, clusters)...)
 	}
 	eps := map[string]bool{}
 	for _, e := range c.Endpoints {
@@ -173,4 +196,39 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateMatches checks a service's header routes and mirror against the
+// cluster names that exist.
+func validateMatches(service string, matches []HeaderRoute, mirror *Mirror, clusters map[string]bool) []error {
+	var errs []error
+	type key struct{ header, value string }
+	seen := map[key]bool{}
+	for _, m := range matches {
+		if m.Header == "" || m.Header != strings.ToLower(m.Header) {
+			errs = append(errs, fmt.Errorf("service %q: header match on %q: want a non-empty lower-case name", service, m.Header))
+		}
+		if m.Value == "" {
+			errs = append(errs, fmt.Errorf("service %q: header match on %q: empty value", service, m.Header))
+		}
+		// A second route for the same header and value could never be taken.
+		if k := (key{m.Header, m.Value}); seen[k] {
+			errs = append(errs, fmt.Errorf("service %q: header match %s=%q: defined twice", service, m.Header, m.Value))
+		} else {
+			seen[k] = true
+		}
+		if !clusters[m.Cluster] {
+			errs = append(errs, fmt.Errorf("service %q: header match %s=%q to unknown cluster %q", service, m.Header, m.Value, m.Cluster))
+		}
+	}
+	if mirror != nil {
+		if !clusters[mirror.Cluster] {
+			errs = append(errs, fmt.Errorf("service %q: mirror to unknown cluster %q", service, mirror.Cluster))
+		}
+		// Written so that NaN fails too.
+		if !(mirror.Percent > 0 && mirror.Percent <= 100) {
+			errs = append(errs, fmt.Errorf("service %q: mirror percent %v: want (0, 100]", service, mirror.Percent))
+		}
+	}
+	return errs
 }

@@ -186,7 +186,10 @@ type VirtualHost struct {
 	Service string            `json:"service"`
 	Domains []string          `json:"domains"`
 	Routes  []WeightedCluster `json:"routes"`
-	Traffic TrafficPolicy     `json:"traffic"`
+	// Matches and Mirror are as in Service.
+	Matches []HeaderRoute `json:"matches,omitempty"`
+	Mirror  *Mirror       `json:"mirror,omitempty"`
+	Traffic TrafficPolicy `json:"traffic"`
 }
 
 // LocalBind is a loopback listener dedicated to one upstream.

@@ -448,9 +448,16 @@ func (st *loopState) unset(t, name string) {
 	st.dirty[t][name] = struct{}{}
 }
 
+// remember makes a service's resources desired. The listener and route
+// values hold only what their translation reads, so that a change the
+// proxyless resources do not show (the listener never shows routing; the
+// route never shows the sidecars-only mirror) pushes nothing to proxyless
+// clients.
 func (st *loopState) remember(cfg build.ServiceConfig) {
-	st.set(resourcev3.ListenerType, cfg.Service.Name, cfg.Service)
-	st.set(resourcev3.RouteType, cfg.Service.Name, cfg.Service)
+	st.set(resourcev3.ListenerType, cfg.Service.Name, ir.Service{Name: cfg.Service.Name})
+	route := cfg.Service
+	route.Mirror = nil
+	st.set(resourcev3.RouteType, cfg.Service.Name, route)
 	for _, c := range cfg.Clusters {
 		st.set(resourcev3.ClusterType, c.Name, c)
 	}

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"sort"
 	"time"
@@ -93,10 +94,7 @@ func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
 		out.VirtualHosts = append(out.VirtualHosts, &routev3.VirtualHost{
 			Name:    vh.Service,
 			Domains: vh.Domains,
-			Routes: []*routev3.Route{{
-				Match:  prefixMatch(),
-				Action: &routev3.Route_Route{Route: routeAction(vh.Routes, vh.Traffic, true)},
-			}},
+			Routes:  outboundRoutes(vh),
 		})
 	}
 	r.Routes = append(r.Routes, out)
@@ -123,7 +121,7 @@ func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    b.Service,
 				Domains: []string{"*"},
-				Routes:  []*routev3.Route{{Match: prefixMatch(), Action: &routev3.Route_Route{Route: routeAction(vh.Routes, vh.Traffic, true)}}},
+				Routes:  outboundRoutes(*vh),
 			}},
 		})
 		l, err := httpListener(name, b.Address, b.Port, corev3.TrafficDirection_OUTBOUND, connectionManager(ir.OutboundListenerName, sc, tel, rds(name)))
@@ -160,6 +158,31 @@ func prefixMatch() *routev3.RouteMatch {
 
 func rds(name string) *hcmv3.HttpConnectionManager_Rds {
 	return &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource(), RouteConfigName: name}}
+}
+
+// outboundRoutes are an upstream's routes: its header matches first, each
+// to one cluster, then the weighted route, which alone carries the mirror
+// (a matched request goes where it was sent, and is not copied). All take
+// the upstream's timeout and retries.
+func outboundRoutes(vh ir.VirtualHost) []*routev3.Route {
+	var routes []*routev3.Route
+	for _, m := range vh.Matches {
+		routes = append(routes, &routev3.Route{
+			Match:  headerMatch(m),
+			Action: &routev3.Route_Route{Route: routeAction([]ir.WeightedCluster{{Cluster: m.Cluster, Weight: 1}}, vh.Traffic, true)},
+		})
+	}
+	def := routeAction(vh.Routes, vh.Traffic, true)
+	if m := vh.Mirror; m != nil {
+		def.RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{
+			Cluster: m.Cluster,
+			RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+				Numerator:   uint32(math.Round(m.Percent * 1e4)),
+				Denominator: typev3.FractionalPercent_MILLION,
+			}},
+		}}
+	}
+	return append(routes, &routev3.Route{Match: prefixMatch(), Action: &routev3.Route_Route{Route: def}})
 }
 
 // routeAction sends to one cluster or weighted clusters, with the traffic

@@ -15,6 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -95,8 +96,10 @@ func APIListener(s ir.Service) (*listenerv3.Listener, error) {
 	}, nil
 }
 
-// RouteConfiguration routes every request for the service to its weighted
-// clusters.
+// RouteConfiguration routes the requests that carry a matched header to
+// that match's cluster, and every other request to the weighted clusters.
+// The mirror is left out: gRPC-Go ignores request_mirror_policies, and a
+// policy nobody applies would only mislead whoever reads the config.
 func RouteConfiguration(s ir.Service) *routev3.RouteConfiguration {
 	action := &routev3.RouteAction{}
 	if len(s.Routes) == 1 {
@@ -111,6 +114,19 @@ func RouteConfiguration(s ir.Service) *routev3.RouteConfiguration {
 		}
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
+	var routes []*routev3.Route
+	for _, m := range s.Matches {
+		routes = append(routes, &routev3.Route{
+			Match: headerMatch(m),
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: m.Cluster},
+			}},
+		})
+	}
+	routes = append(routes, &routev3.Route{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: action},
+	})
 	return &routev3.RouteConfiguration{
 		Name: s.Name,
 		VirtualHosts: []*routev3.VirtualHost{{
@@ -118,9 +134,21 @@ func RouteConfiguration(s ir.Service) *routev3.RouteConfiguration {
 			// The route configuration is per service, so any authority the
 			// client dials (with or without a port) matches.
 			Domains: []string{"*"},
-			Routes: []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: action},
+			Routes:  routes,
+		}},
+	}
+}
+
+// headerMatch matches every path whose request carries the header with
+// exactly the value. It uses string_match, which Envoy and gRPC-Go both
+// read, rather than the deprecated exact_match.
+func headerMatch(m ir.HeaderRoute) *routev3.RouteMatch {
+	return &routev3.RouteMatch{
+		PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+		Headers: []*routev3.HeaderMatcher{{
+			Name: m.Header,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.Value},
 			}},
 		}},
 	}

@@ -117,6 +117,16 @@ func TestTranslateRejectsInvalidIR(t *testing.T) {
 			Clusters:  []ir.Cluster{{Name: "outbound|a", Service: "a"}},
 			Endpoints: []ir.ClusterEndpoints{{Cluster: "outbound|a", Localities: []ir.Locality{{Weight: 1, Endpoints: []ir.Endpoint{{Address: "db.local", Port: 80}}}}}},
 		},
+		"header match to unknown cluster": withRouting([]ir.HeaderRoute{{Header: "x-a", Value: "1", Cluster: "outbound|a|v9"}}, nil),
+		"header match in upper case":      withRouting([]ir.HeaderRoute{{Header: "X-A", Value: "1", Cluster: "outbound|a|v2"}}, nil),
+		"header match without value":      withRouting([]ir.HeaderRoute{{Header: "x-a", Cluster: "outbound|a|v2"}}, nil),
+		"header match twice": withRouting([]ir.HeaderRoute{
+			{Header: "x-a", Value: "1", Cluster: "outbound|a|v2"},
+			{Header: "x-a", Value: "1", Cluster: "outbound|a"},
+		}, nil),
+		"mirror to unknown cluster": withRouting(nil, &ir.Mirror{Cluster: "outbound|a|v9", Percent: 10}),
+		"mirror over 100%":          withRouting(nil, &ir.Mirror{Cluster: "outbound|a|v2", Percent: 101}),
+		"mirror of 0%":              withRouting(nil, &ir.Mirror{Cluster: "outbound|a|v2"}),
 	}
 	for name, cfg := range cases {
 		if _, err := Translate(cfg); err == nil {
@@ -124,5 +134,28 @@ func TestTranslateRejectsInvalidIR(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "invalid IR") {
 			t.Errorf("%s: error does not say what is wrong: %v", name, err)
 		}
+	}
+}
+
+// withRouting is a valid config of service a with the given matches and mirror.
+func withRouting(matches []ir.HeaderRoute, mirror *ir.Mirror) *ir.Config {
+	return &ir.Config{
+		Services: []ir.Service{{Name: "a", Routes: []ir.WeightedCluster{{Cluster: "outbound|a", Weight: 1}}, Matches: matches, Mirror: mirror}},
+		Clusters: []ir.Cluster{{Name: "outbound|a", Service: "a"}, {Name: "outbound|a|v2", Service: "a", Subset: "v2"}},
+	}
+}
+
+// TestProxylessRouteLeavesMirrorOut: gRPC-Go does not mirror, so the
+// proxyless route is the same with or without a mirror.
+func TestProxylessRouteLeavesMirrorOut(t *testing.T) {
+	cfg := withRouting([]ir.HeaderRoute{{Header: "x-a", Value: "1", Cluster: "outbound|a|v2"}}, &ir.Mirror{Cluster: "outbound|a|v2", Percent: 50})
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	with := RouteConfiguration(cfg.Services[0])
+	cfg.Services[0].Mirror = nil
+	without := RouteConfiguration(cfg.Services[0])
+	if !proto.Equal(with, without) {
+		t.Fatalf("the mirror shows in the proxyless route:\n%v", with)
 	}
 }
