@@ -1,0 +1,188 @@
+package zipkin
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/signalbox/signalbox/xds/ir"
+)
+
+// Kind is a span's kind, as in Zipkin's Span.Kind. KindNone is a local span
+// or one whose sender did not say.
+type Kind uint8
+
+const (
+	KindNone Kind = iota
+	KindClient
+	KindServer
+	KindProducer
+	KindConsumer
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindClient:
+		return "CLIENT"
+	case KindServer:
+		return "SERVER"
+	case KindProducer:
+		return "PRODUCER"
+	case KindConsumer:
+		return "CONSUMER"
+	}
+	return ""
+}
+
+// TraceID is a 64- or 128-bit trace id (High is 0 for 64 bits).
+type TraceID struct {
+	High, Low uint64
+}
+
+// Endpoint is a span's local endpoint. Zipkin tells apart servers that
+// share one span id by it, so all of it is kept. A zero Endpoint is
+// Zipkin's null endpoint.
+type Endpoint struct {
+	// Service is lower case, as Zipkin stores it (and as zipkin-go and
+	// OpenTelemetry's exporter send it).
+	Service string
+	IPv4    netip.Addr
+	IPv6    netip.Addr
+	Port    uint16
+}
+
+// Span is what linking and attribution read from a Zipkin v2 span. The
+// rest (name, annotations, other tags) is dropped when it is decoded, so
+// buffered traces stay small.
+type Span struct {
+	TraceID TraceID
+	ID      uint64
+	// ParentID is 0 for a root span.
+	ParentID uint64
+	Kind     Kind
+	// Shared: a server half that reuses its client's span id (B3).
+	Shared bool
+	Local  Endpoint
+	// RemoteService is the remote endpoint's service name, lower case. For
+	// an Envoy client span without one it is read from the upstream_cluster
+	// tag ("outbound|<service>[|<subset>]", see xds/ir).
+	RemoteService string
+	// RemoteVersion is the subset of that upstream_cluster tag.
+	RemoteVersion string
+	// Timestamp is zero when the span has none.
+	Timestamp time.Time
+	Duration  time.Duration
+	// Version of the local service: tag service.version, else version.
+	Version string
+	// Error: the span has an "error" tag, whatever its value (Zipkin's rule).
+	Error bool
+	// HTTPStatus from http.status_code or http.response.status_code; 0 when
+	// absent.
+	HTTPStatus int
+	// GRPCStatus from rpc.grpc.status_code or grpc.status_code; -1 when
+	// absent.
+	GRPCStatus int
+	// GRPC: rpc.system=grpc or a gRPC status tag.
+	GRPC bool
+}
+
+// Tags read from spans.
+const (
+	TagServiceVersion  = "service.version"
+	TagVersion         = "version"
+	TagError           = "error"
+	TagHTTPStatus      = "http.status_code"
+	TagHTTPStatusOTel  = "http.response.status_code"
+	TagGRPCStatusOTel  = "rpc.grpc.status_code"
+	TagGRPCStatusEnvoy = "grpc.status_code"
+	TagRPCSystem       = "rpc.system"
+	TagUpstreamCluster = "upstream_cluster"
+)
+
+// tagReader looks up a span's tags.
+type tagReader interface {
+	tag(key string) (string, bool)
+}
+
+// mapTags are tags in a map (proto3 spans, tests).
+type mapTags map[string]string
+
+func (m mapTags) tag(k string) (string, bool) {
+	v, ok := m[k]
+	return v, ok
+}
+
+// applyTags reads the tags attribution needs. It runs after Kind and
+// RemoteService are set.
+func applyTags(s *Span, tags tagReader) {
+	s.GRPCStatus = -1
+	get := func(k string) string { v, _ := tags.tag(k); return v }
+	if v := get(TagServiceVersion); v != "" {
+		s.Version = v
+	} else {
+		s.Version = get(TagVersion)
+	}
+	_, s.Error = tags.tag(TagError)
+	for _, k := range []string{TagHTTPStatus, TagHTTPStatusOTel} {
+		if n, err := strconv.Atoi(get(k)); err == nil && n >= 100 && n <= 599 {
+			s.HTTPStatus = n
+			break
+		}
+	}
+	for _, k := range []string{TagGRPCStatusOTel, TagGRPCStatusEnvoy} {
+		if n, err := strconv.Atoi(get(k)); err == nil && n >= 0 && n <= 16 {
+			s.GRPCStatus, s.GRPC = n, true
+			break
+		}
+	}
+	if get(TagRPCSystem) == "grpc" {
+		s.GRPC = true
+	}
+	// Envoy's client spans name the upstream cluster; signalbox's cluster
+	// names carry the callee's service and subset.
+	if s.Kind == KindClient {
+		if svc, subset, ok := ir.ParseClusterName(get(TagUpstreamCluster)); ok {
+			svc = strings.ToLower(svc)
+			if s.RemoteService == "" {
+				s.RemoteService = svc
+			}
+			if s.RemoteService == svc {
+				s.RemoteVersion = subset
+			}
+		}
+	}
+}
+
+// normalize applies the fixes Zipkin's span builder makes.
+func (s *Span) normalize() {
+	if s.ParentID == s.ID {
+		s.ParentID = 0 // a span cannot be its own parent: Zipkin drops the parent
+	}
+	s.Local.Service = strings.ToLower(s.Local.Service)
+	s.RemoteService = strings.ToLower(s.RemoteService)
+	if s.Duration < 0 {
+		s.Duration = 0
+	}
+}
+
+// microsToTime reads a Zipkin timestamp (epoch microseconds, 0 for none).
+func microsToTime(us int64) time.Time {
+	if us <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// microsToDuration reads a Zipkin duration, saturating rather than
+// wrapping.
+func microsToDuration(us int64) time.Duration {
+	const maxMicros = int64(1<<63-1) / int64(time.Microsecond)
+	switch {
+	case us <= 0:
+		return 0
+	case us > maxMicros:
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Duration(us) * time.Microsecond
+}
