@@ -9,24 +9,42 @@
 //     ("outbound|<service>" or "outbound|<service>|<subset>", see xds/ir).
 //     Entries to other clusters (telemetry sinks) are skipped.
 //   - Log "inbound" (a call into the app): the target is the sidecar's
-//     service. It is counted only when the caller has no sidecar — a caller's
-//     sidecar adds x-envoy-downstream-service-cluster and has counted the
-//     request on its outbound side already — so each request counts once.
-//     The source of such a call is the "unknown" service.
+//     service. Every such entry counts in the target's served view (what the
+//     service saw arriving, per version). It also counts as an edge only when
+//     the caller has no sidecar — a caller's sidecar adds
+//     x-envoy-downstream-service-cluster and has counted the request on its
+//     outbound side already — so each request is one edge. The source of such
+//     a call is the "unknown" service.
+//
+// TCP entries (tcp_grpc access logs) are attributed the same way, with
+// protocol tcp, the connection's duration as latency and the bytes both ways.
+// An inbound TCP entry counts only in the served view, never as an edge: a
+// TCP connection carries no header that says whether the caller's sidecar
+// logged it already, and a caller with a sidecar always did.
+//
+// Server.Register serves the AccessLogService: it reads each message's
+// encoding and picks out only the fields attribution needs, with no
+// allocation per entry (decoding whole entries costs several times more
+// than attributing and recording them). ServerOption lets it read gRPC's
+// receive buffer in place. The generated registration works too: it decodes
+// and re-encodes each message. Either way the server records exactly what
+// Attribute and AttributeTCP say of the decoded entries (checked by fuzzing).
+//
+// The wiring, in cmd:
+//
+//	g := grpc.NewServer(grpc.MaxRecvMsgSize(als.MaxMessageBytes), als.ServerOption(), …)
+//	srv := als.NewServer(store, time.Now, als.WithLogger(log))
+//	srv.Register(g)
 package als
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/signalbox/signalbox/topology"
@@ -40,6 +58,28 @@ const DownstreamClusterHeader = ir.DownstreamClusterHeader
 
 // UnknownService is the source of calls from callers without a sidecar.
 const UnknownService = "unknown"
+
+// Log names signalbox gives the sidecars' access loggers.
+const (
+	LogOutbound = "outbound"
+	LogInbound  = "inbound"
+)
+
+// Limits on what one stream may send.
+const (
+	// MaxMessageBytes is the largest message the server should accept: pass
+	// it to grpc.MaxRecvMsgSize. Envoy flushes a stream's buffer once it
+	// holds buffer_size_bytes (16 KiB by default) of entries, so a message is
+	// that plus one entry; 4 MiB (gRPC's default, made explicit) leaves room
+	// for a large buffer_size_bytes and still bounds what one message can
+	// make the server hold. A larger message ends the stream with
+	// ResourceExhausted.
+	MaxMessageBytes = 4 << 20
+	// MaxEntriesPerMessage caps the entries of one message; more end the
+	// stream with InvalidArgument. A full 16 KiB buffer holds about 50
+	// entries, and 4 MiB of the smallest real entries about 10,000.
+	MaxEntriesPerMessage = 10000
+)
 
 // Identity is the sidecar a stream comes from.
 type Identity struct {
@@ -66,138 +106,204 @@ func IdentityOf(id *alsv3.StreamAccessLogsMessage_Identifier) (Identity, error) 
 	return Identity{Service: n.GetCluster(), Version: version, LogName: id.GetLogName()}, nil
 }
 
-// Skip reasons, for the counters.
+// Skip reasons: why an entry is not an edge, for the counters.
 const (
 	SkipOtherCluster  = "other_cluster"
 	SkipCountedByPeer = "counted_by_caller"
 	SkipLogName       = "unknown_log_name"
 	SkipIncomplete    = "incomplete"
+	// SkipInboundTCP: an inbound TCP connection counts only in the served
+	// view (see the package documentation).
+	SkipInboundTCP = "inbound_tcp"
 )
 
-// Attribute turns one HTTP entry into an observation, or says why it is
-// not one.
-func Attribute(id Identity, e *accesslogdatav3.HTTPAccessLogEntry) (topology.Observation, string) {
-	c := e.GetCommonProperties()
+// SkipReasons lists every skip reason, for metrics.
+func SkipReasons() []string {
+	return []string{SkipOtherCluster, SkipCountedByPeer, SkipLogName, SkipIncomplete, SkipInboundTCP}
+}
+
+// skipIndex numbers the reasons for the counters; -1 for "" (an edge).
+func skipIndex(reason string) int {
+	switch reason {
+	case SkipOtherCluster:
+		return 0
+	case SkipCountedByPeer:
+		return 1
+	case SkipLogName:
+		return 2
+	case SkipIncomplete:
+		return 3
+	case SkipInboundTCP:
+		return 4
+	}
+	return -1
+}
+
+const numSkips = 5
+
+// Attribution is what one entry adds to the graph.
+type Attribution struct {
+	Obs topology.Observation
+	// Skip says why the entry is not an edge; "" means it is one
+	// (Recorder.Record).
+	Skip string
+	// Served: the entry counts in its target's served view
+	// (Recorder.RecordServed).
+	Served bool
+}
+
+// Attribute says what one HTTP entry adds to the graph.
+func Attribute(id Identity, e *accesslogdatav3.HTTPAccessLogEntry) Attribution {
+	var f facts
+	f.fromHTTP(e)
+	return attribute(id, &f)
+}
+
+// AttributeTCP says what one TCP entry adds to the graph.
+func AttributeTCP(id Identity, e *accesslogdatav3.TCPAccessLogEntry) Attribution {
+	var f facts
+	f.fromTCP(e)
+	return attribute(id, &f)
+}
+
+// facts are the parts of an entry that attribution reads. They are filled
+// either from a decoded entry (the getters below, the reference) or straight
+// from the wire (wire.go); attribute is the one place they are interpreted.
+type facts struct {
+	tcp     bool
+	common  bool // common properties present
+	cluster string
+	// Timestamps and durations as on the wire, converted in attribute.
+	startSet            bool
+	startSec            int64
+	startNanos          int32
+	ttlbSec             int64 // time to last downstream tx byte
+	ttlbNanos           int32
+	durSet              bool // the connection's duration (TCP)
+	durSec              int64
+	durNanos            int32
+	noHealthy, connFail bool
+	connTerm, remReset  bool
+	overflow            bool
+	status              uint32
+	// grpcTrailer and grpcHeader are the grpc-status values, -1 when absent
+	// or not a status.
+	grpcTrailer, grpcHeader int
+	fromPeer                bool // DownstreamClusterHeader present
+	bytesIn, bytesOut       uint64
+}
+
+func (f *facts) fromCommon(c *accesslogdatav3.AccessLogCommon) {
 	if c == nil {
-		return topology.Observation{}, SkipIncomplete
+		return
 	}
-	self := topology.Node{Service: id.Service, Version: id.Version}
+	f.common = true
+	f.cluster = c.GetUpstreamCluster()
+	if t := c.GetStartTime(); t != nil {
+		f.startSet, f.startSec, f.startNanos = true, t.GetSeconds(), t.GetNanos()
+	}
+	f.ttlbSec, f.ttlbNanos = c.GetTimeToLastDownstreamTxByte().GetSeconds(), c.GetTimeToLastDownstreamTxByte().GetNanos()
+	if d := c.GetDuration(); d != nil {
+		f.durSet, f.durSec, f.durNanos = true, d.GetSeconds(), d.GetNanos()
+	}
+	fl := c.GetResponseFlags()
+	f.noHealthy, f.connFail, f.connTerm = fl.GetNoHealthyUpstream(), fl.GetUpstreamConnectionFailure(), fl.GetUpstreamConnectionTermination()
+	f.remReset, f.overflow = fl.GetUpstreamRemoteReset(), fl.GetUpstreamOverflow()
+}
+
+func (f *facts) fromHTTP(e *accesslogdatav3.HTTPAccessLogEntry) {
+	f.fromCommon(e.GetCommonProperties())
+	f.status = e.GetResponse().GetResponseCode().GetValue()
+	f.bytesIn, f.bytesOut = e.GetRequest().GetRequestBodyBytes(), e.GetResponse().GetResponseBodyBytes()
+	_, f.fromPeer = e.GetRequest().GetRequestHeaders()[DownstreamClusterHeader]
+	f.grpcTrailer, f.grpcHeader = grpcStatusOf(e.GetResponse().GetResponseTrailers()), grpcStatusOf(e.GetResponse().GetResponseHeaders())
+}
+
+func grpcStatusOf(hdrs map[string]string) int {
+	if v, ok := hdrs["grpc-status"]; ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 {
+			return n
+		}
+	}
+	return -1
+}
+
+func (f *facts) fromTCP(e *accesslogdatav3.TCPAccessLogEntry) {
+	f.tcp = true
+	f.grpcTrailer, f.grpcHeader = -1, -1
+	f.fromCommon(e.GetCommonProperties())
+	f.bytesIn, f.bytesOut = e.GetConnectionProperties().GetReceivedBytes(), e.GetConnectionProperties().GetSentBytes()
+}
+
+// duration converts as durationpb does (saturating on overflow).
+func duration(sec int64, nanos int32) time.Duration {
+	return (&durationpb.Duration{Seconds: sec, Nanos: nanos}).AsDuration()
+}
+
+// attribute interprets an entry's facts for the sidecar id.
+func attribute(id Identity, f *facts) Attribution {
+	if !f.common {
+		return Attribution{Skip: SkipIncomplete}
+	}
 	o := topology.Observation{
-		Time:       c.GetStartTime().AsTime(),
-		Status:     int(e.GetResponse().GetResponseCode().GetValue()),
-		GRPCStatus: -1,
-		Protocol:   topology.HTTP,
-		Bytes:      e.GetRequest().GetRequestBodyBytes() + e.GetResponse().GetResponseBodyBytes(),
-		Latency:    c.GetTimeToLastDownstreamTxByte().AsDuration(),
+		Status:      int(f.status),
+		GRPCStatus:  -1,
+		Protocol:    topology.HTTP,
+		Bytes:       f.bytesIn + f.bytesOut,
+		Latency:     duration(f.ttlbSec, f.ttlbNanos),
+		ConnFailure: f.noHealthy || f.connFail || f.connTerm || f.remReset || f.overflow,
 	}
-	if c.GetStartTime() == nil {
-		o.Time = time.Time{}
+	if f.startSet {
+		o.Time = time.Unix(f.startSec, int64(f.startNanos)).UTC()
 	}
-	if f := c.GetResponseFlags(); f != nil {
-		o.ConnFailure = f.GetNoHealthyUpstream() || f.GetUpstreamConnectionFailure() || f.GetUpstreamConnectionTermination() ||
-			f.GetUpstreamRemoteReset() || f.GetUpstreamOverflow()
-	}
-	for _, hdrs := range []map[string]string{e.GetResponse().GetResponseTrailers(), e.GetResponse().GetResponseHeaders()} {
-		if v, ok := hdrs["grpc-status"]; ok {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 {
+	if f.tcp {
+		o.Protocol = topology.TCP
+		if f.durSet {
+			o.Latency = duration(f.durSec, f.durNanos)
+		}
+		// A connection has no status, and topology classifies "no HTTP
+		// status, no gRPC status" as a connection failure. gRPC's OK is the
+		// one value that reads as "completed" without claiming an HTTP
+		// response; a failed connection still has ConnFailure set.
+		o.GRPCStatus = 0
+	} else {
+		for _, n := range [2]int{f.grpcTrailer, f.grpcHeader} {
+			if n >= 0 {
 				o.GRPCStatus, o.Protocol = n, topology.GRPC
 				break
 			}
 		}
 	}
+	self := topology.Node{Service: id.Service, Version: id.Version}
 	switch id.LogName {
-	case "outbound":
-		svc, subset, ok := ir.ParseClusterName(c.GetUpstreamCluster())
+	case LogOutbound:
+		svc, subset, ok := ir.ParseClusterName(f.cluster)
 		if !ok {
-			return topology.Observation{}, SkipOtherCluster
+			return Attribution{Skip: SkipOtherCluster}
 		}
 		o.Source, o.Target = self, topology.Node{Service: svc, Version: subset}
-	case "inbound":
-		if _, ok := e.GetRequest().GetRequestHeaders()[DownstreamClusterHeader]; ok {
-			return topology.Observation{}, SkipCountedByPeer
-		}
+		return Attribution{Obs: o}
+	case LogInbound:
 		o.Source, o.Target = topology.Node{Service: UnknownService}, self
-	default:
-		return topology.Observation{}, SkipLogName
+		a := Attribution{Obs: o, Served: true}
+		switch {
+		case f.tcp:
+			a.Skip = SkipInboundTCP
+		case f.fromPeer:
+			a.Skip = SkipCountedByPeer
+		}
+		return a
 	}
-	return o, ""
+	return Attribution{Skip: SkipLogName}
 }
 
 // Recorder takes observations (topology.Store does).
 type Recorder interface {
+	// Record adds a request to its edge; false when it was dropped.
 	Record(topology.Observation) bool
+	// RecordServed adds a request to what its target saw arriving; false
+	// when it was dropped.
+	RecordServed(topology.Observation) bool
 }
 
-// Server is the AccessLogService. Register it on the xDS gRPC server.
-type Server struct {
-	alsv3.UnimplementedAccessLogServiceServer
-	rec Recorder
-	now func() time.Time
-
-	Entries, Recorded, Rejected atomic.Uint64
-	skipped                     [4]atomic.Uint64
-}
-
-// NewServer records into rec. now stamps entries without a start time.
-func NewServer(rec Recorder, now func() time.Time) *Server {
-	return &Server{rec: rec, now: now}
-}
-
-// Skipped is how many entries were skipped for a reason.
-func (s *Server) Skipped(reason string) uint64 {
-	for i, r := range []string{SkipOtherCluster, SkipCountedByPeer, SkipLogName, SkipIncomplete} {
-		if r == reason {
-			return s.skipped[i].Load()
-		}
-	}
-	return 0
-}
-
-func (s *Server) skip(reason string) {
-	for i, r := range []string{SkipOtherCluster, SkipCountedByPeer, SkipLogName, SkipIncomplete} {
-		if r == reason {
-			s.skipped[i].Add(1)
-		}
-	}
-}
-
-// StreamAccessLogs implements the AccessLogService.
-func (s *Server) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
-	var id Identity
-	first := true
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
-		}
-		if err != nil {
-			return err
-		}
-		if first {
-			first = false
-			if id, err = IdentityOf(msg.GetIdentifier()); err != nil {
-				s.Rejected.Add(1)
-				return status.Error(codes.InvalidArgument, fmt.Sprintf("access log stream: %v", err))
-			}
-		} else if msg.GetIdentifier() != nil {
-			// Envoy repeats the identifier after a reconnect of the same stream.
-			if next, err := IdentityOf(msg.GetIdentifier()); err == nil {
-				id = next
-			}
-		}
-		for _, e := range msg.GetHttpLogs().GetLogEntry() {
-			s.Entries.Add(1)
-			o, why := Attribute(id, e)
-			if why != "" {
-				s.skip(why)
-				continue
-			}
-			if o.Time.IsZero() {
-				o.Time = s.now()
-			}
-			if s.rec.Record(o) {
-				s.Recorded.Add(1)
-			}
-		}
-	}
-}
+var _ Recorder = (*topology.Store)(nil)

@@ -1,19 +1,12 @@
 package als
 
 import (
-	"context"
-	"net"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -56,63 +49,30 @@ func (e entry) proto() *accesslogdatav3.HTTPAccessLogEntry {
 	return out
 }
 
-func TestAttribute(t *testing.T) {
-	web := Identity{Service: "web", Version: "v1", LogName: "outbound"}
-	api := Identity{Service: "api", Version: "v2", LogName: "inbound"}
-	cases := []struct {
-		name     string
-		id       Identity
-		e        entry
-		skip     string
-		src, dst topology.Node
-		proto    topology.Protocol
-		isErr    bool
-	}{
-		{"outbound to a subset", web, entry{cluster: "outbound|api|v2", status: 200}, "", topology.Node{Service: "web", Version: "v1"}, topology.Node{Service: "api", Version: "v2"}, topology.HTTP, false},
-		{"outbound to all versions", web, entry{cluster: "outbound|api", status: 503}, "", topology.Node{Service: "web", Version: "v1"}, topology.Node{Service: "api", Version: ""}, topology.HTTP, true},
-		{"gRPC UNAVAILABLE in trailers", web, entry{cluster: "outbound|api|v2", status: 200, grpc: "14"}, "", topology.Node{Service: "web", Version: "v1"}, topology.Node{Service: "api", Version: "v2"}, topology.GRPC, true},
-		{"connection failure", web, entry{cluster: "outbound|api|v2", connFail: true}, "", topology.Node{Service: "web", Version: "v1"}, topology.Node{Service: "api", Version: "v2"}, topology.HTTP, true},
-		{"telemetry sink", web, entry{cluster: "signalbox-zipkin", status: 202}, SkipOtherCluster, topology.Node{}, topology.Node{}, "", false},
-		{"inbound from a caller without sidecar", api, entry{cluster: "inbound|api|9000", status: 200}, "", topology.Node{Service: UnknownService, Version: ""}, topology.Node{Service: "api", Version: "v2"}, topology.HTTP, false},
-		{"inbound already counted by the caller", api, entry{cluster: "inbound|api|9000", status: 200, fromPeer: true}, SkipCountedByPeer, topology.Node{}, topology.Node{}, "", false},
-		{"unknown log name", Identity{Service: "web", LogName: "mine"}, entry{cluster: "outbound|api", status: 200}, SkipLogName, topology.Node{}, topology.Node{}, "", false},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			o, skip := Attribute(c.id, c.e.proto())
-			if skip != c.skip {
-				t.Fatalf("skip %q, want %q", skip, c.skip)
-			}
-			if skip != "" {
-				return
-			}
-			if o.Source != c.src || o.Target != c.dst || o.Protocol != c.proto || topology.IsError(o) != c.isErr {
-				t.Fatalf("got %+v (error %v)", o, topology.IsError(o))
-			}
-		})
-	}
-	if _, skip := Attribute(web, &accesslogdatav3.HTTPAccessLogEntry{}); skip != SkipIncomplete {
-		t.Fatalf("an entry without common properties: skip %q", skip)
-	}
+// tcpEntry is a TCP connection as Envoy's tcp_grpc logger reports it.
+type tcpEntry struct {
+	cluster   string
+	duration  time.Duration // 0: no duration field
+	ttlb      time.Duration
+	in, out   uint64
+	connFail  bool
+	noHealthy bool
 }
 
-func serve(t *testing.T, store *topology.Store) (*Server, alsv3.AccessLogServiceClient) {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+func (e tcpEntry) proto() *accesslogdatav3.TCPAccessLogEntry {
+	out := &accesslogdatav3.TCPAccessLogEntry{
+		CommonProperties: &accesslogdatav3.AccessLogCommon{
+			StartTime:                  timestamppb.New(start),
+			UpstreamCluster:            e.cluster,
+			TimeToLastDownstreamTxByte: durationpb.New(e.ttlb),
+			ResponseFlags:              &accesslogdatav3.ResponseFlags{UpstreamConnectionFailure: e.connFail, NoHealthyUpstream: e.noHealthy},
+		},
+		ConnectionProperties: &accesslogdatav3.ConnectionProperties{ReceivedBytes: e.in, SentBytes: e.out},
 	}
-	srv := NewServer(store, func() time.Time { return start })
-	g := grpc.NewServer()
-	alsv3.RegisterAccessLogServiceServer(g, srv)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+	if e.duration > 0 {
+		out.CommonProperties.Duration = durationpb.New(e.duration)
 	}
-	t.Cleanup(func() { cc.Close() })
-	return srv, alsv3.NewAccessLogServiceClient(cc)
+	return out
 }
 
 func identifier(service, version, logName string) *alsv3.StreamAccessLogsMessage_Identifier {
@@ -120,111 +80,108 @@ func identifier(service, version, logName string) *alsv3.StreamAccessLogsMessage
 	return &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: service + "-1", Cluster: service, Metadata: meta}, LogName: logName}
 }
 
-func TestStreamIntoTheGraph(t *testing.T) {
-	store := topology.New(topology.Options{})
-	srv, client := serve(t, store)
-	send := func(id *alsv3.StreamAccessLogsMessage_Identifier, batches ...[]entry) {
-		t.Helper()
-		stream, err := client.StreamAccessLogs(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, batch := range batches {
-			msg := &alsv3.StreamAccessLogsMessage{LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{}}}
-			if i == 0 {
-				msg.Identifier = id
-			}
-			for _, e := range batch {
-				msg.GetHttpLogs().LogEntry = append(msg.GetHttpLogs().LogEntry, e.proto())
-			}
-			if err := stream.Send(msg); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := stream.CloseAndRecv(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var ok, fail []entry
-	for i := 0; i < 40; i++ {
-		ok = append(ok, entry{cluster: "outbound|api|v2", status: 200, latency: 20 * time.Millisecond})
-	}
-	for i := 0; i < 5; i++ {
-		fail = append(fail, entry{cluster: "outbound|api|v2", status: 503, latency: 5 * time.Millisecond})
-	}
-	send(identifier("web", "v1", "outbound"), ok, fail, []entry{{cluster: "outbound|api|v2", connFail: true}, {cluster: "signalbox-zipkin", status: 202}})
-	// The callee's inbound side: 46 requests from web's sidecar (already
-	// counted) and 3 from a caller without one.
-	var in []entry
-	for i := 0; i < 46; i++ {
-		in = append(in, entry{cluster: "inbound|api|9000", status: 200, fromPeer: true})
-	}
-	for i := 0; i < 3; i++ {
-		in = append(in, entry{cluster: "inbound|api|9000", status: 200})
-	}
-	send(identifier("api", "v2", "inbound"), in)
+var (
+	webOut = Identity{Service: "web", Version: "v1", LogName: LogOutbound}
+	apiIn  = Identity{Service: "api", Version: "v2", LogName: LogInbound}
+)
 
-	g, err := store.Graph(start, time.Minute, topology.ByVersion)
-	if err != nil {
-		t.Fatal(err)
+func TestAttribute(t *testing.T) {
+	web, api := topology.Node{Service: "web", Version: "v1"}, topology.Node{Service: "api", Version: "v2"}
+	unknown := topology.Node{Service: UnknownService}
+	cases := []struct {
+		name     string
+		id       Identity
+		e        entry
+		skip     string
+		served   bool
+		src, dst topology.Node
+		proto    topology.Protocol
+		class    topology.Class
+		isErr    bool
+	}{
+		{"outbound to a subset", webOut, entry{cluster: "outbound|api|v2", status: 200}, "", false, web, api, topology.HTTP, topology.Class2xx, false},
+		{"outbound to all versions", webOut, entry{cluster: "outbound|api", status: 503}, "", false, web, topology.Node{Service: "api"}, topology.HTTP, topology.Class5xx, true},
+		{"gRPC UNAVAILABLE in trailers", webOut, entry{cluster: "outbound|api|v2", status: 200, grpc: "14"}, "", false, web, api, topology.GRPC, topology.Class2xx, true},
+		{"grpc-status that is not a status", webOut, entry{cluster: "outbound|api|v2", status: 200, grpc: "17"}, "", false, web, api, topology.HTTP, topology.Class2xx, false},
+		{"connection failure", webOut, entry{cluster: "outbound|api|v2", connFail: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
+		{"telemetry sink", webOut, entry{cluster: "signalbox-zipkin", status: 202}, SkipOtherCluster, false, topology.Node{}, topology.Node{}, "", 0, false},
+		{"inbound from a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", status: 200}, "", true, unknown, api, topology.HTTP, topology.Class2xx, false},
+		{"inbound already counted by the caller: served only", apiIn, entry{cluster: "inbound|api|9000", status: 500, fromPeer: true}, SkipCountedByPeer, true, unknown, api, topology.HTTP, topology.Class5xx, true},
+		{"unknown log name", Identity{Service: "web", LogName: "mine"}, entry{cluster: "outbound|api", status: 200}, SkipLogName, false, topology.Node{}, topology.Node{}, "", 0, false},
 	}
-	got := map[string]topology.GraphEdge{}
-	for _, e := range g.Edges {
-		got[e.Source+" → "+e.Target] = e
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := Attribute(c.id, c.e.proto())
+			if a.Skip != c.skip || a.Served != c.served {
+				t.Fatalf("skip %q served %v, want %q %v", a.Skip, a.Served, c.skip, c.served)
+			}
+			if a.Skip != "" && !a.Served {
+				return
+			}
+			o := a.Obs
+			if o.Source != c.src || o.Target != c.dst || o.Protocol != c.proto || topology.ClassOf(o) != c.class || topology.IsError(o) != c.isErr || !o.Time.Equal(start) {
+				t.Fatalf("got %+v (class %v, error %v)", o, topology.ClassOf(o), topology.IsError(o))
+			}
+		})
 	}
-	if e := got["web@v1 → api@v2"]; e.Requests != 46 || e.Errors != 6 || e.ByClass["5xx"] != 5 || e.ByClass["connFailure"] != 1 {
-		t.Errorf("web → api: %+v", e)
+	if a := Attribute(webOut, &accesslogdatav3.HTTPAccessLogEntry{}); a.Skip != SkipIncomplete || a.Served {
+		t.Fatalf("an entry without common properties: %+v", a)
 	}
-	if e := got["unknown → api@v2"]; e.Requests != 3 || e.Errors != 0 {
-		t.Errorf("unknown → api: %+v", e)
-	}
-	if len(got) != 2 {
-		t.Errorf("edges: %v", g.Edges)
-	}
-	if e := got["web@v1 → api@v2"]; e.P50Ms < 19.5 || e.P50Ms > 20.5 {
-		t.Errorf("p50 %v ms, want 20 ms within 1%%", e.P50Ms)
-	}
-	if srv.Entries.Load() != 96 || srv.Recorded.Load() != 49 || srv.Skipped(SkipCountedByPeer) != 46 || srv.Skipped(SkipOtherCluster) != 1 {
-		t.Errorf("counters: entries %d recorded %d peer %d other %d", srv.Entries.Load(), srv.Recorded.Load(), srv.Skipped(SkipCountedByPeer), srv.Skipped(SkipOtherCluster))
+	if a := Attribute(apiIn, &accesslogdatav3.HTTPAccessLogEntry{}); a.Skip != SkipIncomplete || a.Served {
+		t.Fatalf("an inbound entry without common properties: %+v", a)
 	}
 }
 
-func TestStreamWithoutNodeIsRefused(t *testing.T) {
-	srv, client := serve(t, topology.New(topology.Options{}))
-	stream, err := client.StreamAccessLogs(context.Background())
-	if err != nil {
-		t.Fatal(err)
+func TestAttributeTCP(t *testing.T) {
+	web, api := topology.Node{Service: "web", Version: "v1"}, topology.Node{Service: "api", Version: "v2"}
+	cases := []struct {
+		name    string
+		id      Identity
+		e       tcpEntry
+		skip    string
+		served  bool
+		dst     topology.Node
+		class   topology.Class
+		latency time.Duration
+	}{
+		{"outbound connection", webOut, tcpEntry{cluster: "outbound|api|v2", duration: 3 * time.Second, ttlb: time.Second, in: 100, out: 2000}, "", false, api, topology.Class2xx, 3 * time.Second},
+		{"no duration: time to last byte", webOut, tcpEntry{cluster: "outbound|api|v2", ttlb: 40 * time.Millisecond, in: 1, out: 2}, "", false, api, topology.Class2xx, 40 * time.Millisecond},
+		{"connection failure", webOut, tcpEntry{cluster: "outbound|api|v2", connFail: true}, "", false, api, topology.ClassConnFailure, 0},
+		{"no healthy upstream", webOut, tcpEntry{cluster: "outbound|api", noHealthy: true}, "", false, topology.Node{Service: "api"}, topology.ClassConnFailure, 0},
+		{"telemetry sink", webOut, tcpEntry{cluster: "signalbox-otel"}, SkipOtherCluster, false, topology.Node{}, 0, 0},
+		{"inbound: served view only", apiIn, tcpEntry{cluster: "inbound|api|9000", duration: time.Second, in: 5, out: 6}, SkipInboundTCP, true, api, topology.Class2xx, time.Second},
 	}
-	_ = stream.Send(&alsv3.StreamAccessLogsMessage{})
-	_, err = stream.CloseAndRecv()
-	if status.Code(err) != codes.InvalidArgument || srv.Rejected.Load() != 1 {
-		t.Fatalf("stream without a node: %v (rejected %d), want InvalidArgument", err, srv.Rejected.Load())
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := AttributeTCP(c.id, c.e.proto())
+			if a.Skip != c.skip || a.Served != c.served {
+				t.Fatalf("skip %q served %v, want %q %v", a.Skip, a.Served, c.skip, c.served)
+			}
+			if a.Skip != "" && !a.Served {
+				return
+			}
+			o := a.Obs
+			wantErr := c.class == topology.ClassConnFailure
+			if o.Target != c.dst || o.Protocol != topology.TCP || topology.ClassOf(o) != c.class || topology.IsError(o) != wantErr ||
+				o.Latency != c.latency || o.Bytes != c.e.in+c.e.out || !o.Time.Equal(start) {
+				t.Fatalf("got %+v (class %v, error %v)", o, topology.ClassOf(o), topology.IsError(o))
+			}
+			if c.id.LogName == LogOutbound && o.Source != web {
+				t.Fatalf("source %+v, want %+v", o.Source, web)
+			}
+		})
+	}
+	if a := AttributeTCP(webOut, &accesslogdatav3.TCPAccessLogEntry{}); a.Skip != SkipIncomplete {
+		t.Fatalf("a TCP entry without common properties: %+v", a)
 	}
 }
 
-func FuzzAttribute(f *testing.F) {
-	seed, _ := proto.Marshal(&alsv3.StreamAccessLogsMessage{
-		Identifier: identifier("web", "v1", "outbound"),
-		LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{
-			LogEntry: []*accesslogdatav3.HTTPAccessLogEntry{entry{cluster: "outbound|api|v2", status: 200, grpc: "14"}.proto()},
-		}},
-	})
-	f.Add(seed)
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var msg alsv3.StreamAccessLogsMessage
-		if proto.Unmarshal(data, &msg) != nil {
-			return
+func TestParseGRPCStatusAgreesWithAtoi(t *testing.T) {
+	for _, v := range []string{"", "0", "14", "16", "17", "-0", "-1", "+7", "+", "-", "007", "1a", " 1", "1 ", "00000000000000000000000000016",
+		"99999999999999999999999", "-00", "+-1", "١", "\xff"} {
+		want := grpcStatusOf(map[string]string{"grpc-status": v})
+		if got := parseGRPCStatus([]byte(v)); got != want {
+			t.Errorf("%q: %d, strconv says %d", v, got, want)
 		}
-		id, err := IdentityOf(msg.GetIdentifier())
-		if err != nil {
-			return
-		}
-		for _, e := range msg.GetHttpLogs().GetLogEntry() {
-			o, skip := Attribute(id, e)
-			if skip == "" && (o.Target.Service == "" || o.Source.Service == "") {
-				t.Fatalf("attributed with an empty end: %+v", o)
-			}
-		}
-	})
+	}
 }
