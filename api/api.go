@@ -5,7 +5,6 @@ package api
 
 import (
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -27,10 +26,20 @@ type Deps struct {
 	// JSON-serialisable view, e.g. "xds/clients".
 	Debug  map[string]func() any
 	Logger *slog.Logger
-	// Graph answers /api/v1/graph; nil leaves the endpoint out.
+	// Graph answers /api/v1/graph, its live stream and Zipkin's
+	// /api/v2/dependencies; nil leaves them out.
 	Graph GraphSource
 	// Now is the clock of graph queries (default time.Now).
 	Now func() time.Time
+	// Heartbeat is the longest a graph stream stays silent: it sends the
+	// graph again after this even when nothing changed (default 5s).
+	Heartbeat time.Duration
+	// StreamInterval is how often a graph stream recomputes its graph, at
+	// most (default 1s).
+	StreamInterval time.Duration
+	// Spans is the Zipkin collector behind /api/v2/spans (it answers every
+	// method itself, refusing all but POST); nil leaves it out.
+	Spans http.Handler
 }
 
 // GraphSource is the live call graph (topology.Store).
@@ -67,6 +76,9 @@ func New(d Deps) http.Handler {
 		})
 	}
 	// Profiles: the HTTP address is loopback by default; expose it with care.
+	if d.Spans != nil {
+		mux.Handle("/api/v2/spans", d.Spans)
+	}
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -76,50 +88,12 @@ func New(d Deps) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"views": append(names, "/debug/pprof/"), "time": time.Now().UTC()})
 	})
 	if d.Graph != nil {
-		now := d.Now
-		if now == nil {
-			now = time.Now
-		}
-		mux.HandleFunc("GET /api/v1/graph", func(w http.ResponseWriter, r *http.Request) {
-			window, by, err := graphParams(r)
-			if err != nil {
-				writeJSON(w, http.StatusBadRequest, Error{Error: err.Error(), Hint: "e.g. /api/v1/graph?window=5m&by=service"})
-				return
-			}
-			g, err := d.Graph.Graph(now(), window, by)
-			if err != nil {
-				writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
-				return
-			}
-			writeJSON(w, http.StatusOK, g)
-		})
+		registerGraph(mux, d)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Hint: "see /debug/ for the debug views, /metrics for Prometheus"})
 	})
 	return mux
-}
-
-// graphParams reads window (a duration, default 5m, at most 24h) and by
-// (service or version, default service).
-func graphParams(r *http.Request) (time.Duration, topology.By, error) {
-	q := r.URL.Query()
-	window := 5 * time.Minute
-	if v := q.Get("window"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 || d > 24*time.Hour {
-			return 0, "", fmt.Errorf("window=%q: want a duration between 1s and 24h, like 1m, 5m or 15m", v)
-		}
-		window = d
-	}
-	by := topology.ByService
-	if v := q.Get("by"); v != "" {
-		by = topology.By(v)
-		if by != topology.ByService && by != topology.ByVersion {
-			return 0, "", fmt.Errorf("by=%q: want service or version", v)
-		}
-	}
-	return window, by, nil
 }
 
 // Error is the body of every error answer.

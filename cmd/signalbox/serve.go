@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -24,6 +23,7 @@ import (
 	"github.com/signalbox/signalbox/discovery/consul"
 	"github.com/signalbox/signalbox/topology"
 	"github.com/signalbox/signalbox/topology/als"
+	"github.com/signalbox/signalbox/topology/zipkin"
 	"github.com/signalbox/signalbox/xds/build"
 	"github.com/signalbox/signalbox/xds/policy"
 	"github.com/signalbox/signalbox/xds/server"
@@ -223,14 +223,21 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	grpcSrv := grpc.NewServer(
 		grpc.MaxConcurrentStreams(1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(als.MaxMessageBytes),
+		// Hands access log messages to als in gRPC's own buffer (no decode
+		// into Envoy's types); every other message takes gRPC's proto codec.
+		als.ServerOption(),
 	)
 	xsrv.Register(ctx, grpcSrv)
 
 	// The live graph: sidecars' access logs arrive on the xDS port.
 	store := topology.New(topology.Options{})
-	alsSrv := als.NewServer(store, time.Now)
-	alsv3.RegisterAccessLogServiceServer(grpcSrv, alsSrv)
-	registerTopologyMetrics(reg, store, alsSrv)
+	alsSrv := als.NewServer(store, time.Now, als.WithLogger(log.With("part", "als")))
+	alsSrv.Register(grpcSrv)
+	// Spans from Envoy's Zipkin tracer and OpenTelemetry's Zipkin exporter
+	// arrive on the HTTP port.
+	spans := zipkin.NewCollector(store, time.Now, zipkin.Options{Logger: log.With("part", "zipkin")})
+	registerTopologyMetrics(reg, store, alsSrv, spans)
 
 	ready := func() (bool, string) {
 		select {
@@ -257,13 +264,17 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 			},
 			Logger: log,
 			Graph:  store,
+			Spans:  spans,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		// Graph streams end with the server, not after the shutdown timeout.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return watcher.Run(ctx) })
 	g.Go(func() error { return xsrv.Run(ctx) })
+	g.Go(func() error { return spans.Run(ctx) })
 	g.Go(func() error {
 		// Idle edges expire once they have left the longest window.
 		tick := time.NewTicker(time.Minute)
@@ -354,25 +365,50 @@ func waitLogged(ctx context.Context, log *slog.Logger, ch <-chan struct{}, msg s
 	}
 }
 
-// registerTopologyMetrics exports the graph store's and the ALS ingest's
-// counters.
-func registerTopologyMetrics(reg prometheus.Registerer, store *topology.Store, a *als.Server) {
+// registerTopologyMetrics exports the graph store's, the ALS ingest's and
+// the Zipkin collector's counters, and the per-edge series.
+func registerTopologyMetrics(reg prometheus.Registerer, store *topology.Store, a *als.Server, z *zipkin.Collector) {
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	load := func(v interface{ Load() uint64 }) func() float64 { return func() float64 { return float64(v.Load()) } }
 	reg.MustRegister(
+		api.NewEdgeCollector(store, 0),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signalbox_topology_edges", Help: "Edges held by the live graph."},
 			func() float64 { return float64(store.Edges()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_topology_dropped_total", Help: "Observations dropped because the edge cap was reached."},
-			func() float64 { return float64(store.Dropped()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_als_entries_total", Help: "Access log entries received from sidecars."},
-			func() float64 { return float64(a.Entries.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_als_recorded_total", Help: "Access log entries recorded in the graph."},
-			func() float64 { return float64(a.Recorded.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "signalbox_als_rejected_streams_total", Help: "Access log streams refused (no node in the first message)."},
-			func() float64 { return float64(a.Rejected.Load()) }),
+		counter("signalbox_topology_dropped_total", "Observations dropped because the edge cap was reached.", func() float64 { return float64(store.Dropped()) }),
+		counter("signalbox_als_entries_total", "Access log entries received from sidecars.", load(&a.Entries)),
+		counter("signalbox_als_recorded_total", "Access log entries recorded as graph edges.", load(&a.Recorded)),
+		counter("signalbox_als_served_total", "Access log entries recorded in the served view (what a service saw arriving).", load(&a.Served)),
+		counter("signalbox_zipkin_requests_total", "POSTs to /api/v2/spans.", load(&z.Requests)),
+		counter("signalbox_zipkin_spans_total", "Spans decoded and buffered.", load(&z.Spans)),
+		counter("signalbox_zipkin_calls_total", "Calls linked from spans and recorded as graph edges.", load(&z.Calls)),
+		counter("signalbox_zipkin_served_total", "Server spans recorded in the served view.", load(&z.Served)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signalbox_zipkin_pending_spans", Help: "Spans waiting for their trace to settle."},
+			func() float64 { _, n := z.Pending(); return float64(n) }),
 	)
-	for _, reason := range []string{als.SkipOtherCluster, als.SkipCountedByPeer, als.SkipLogName, als.SkipIncomplete} {
+	for _, reason := range als.RejectReasons() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "signalbox_als_rejected_streams_total", Help: "Access log streams refused, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(a.RejectedFor(reason)) }))
+	}
+	for _, reason := range als.SkipReasons() {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "signalbox_als_skipped_total", Help: "Access log entries not recorded, by reason.",
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 { return float64(a.Skipped(reason)) }))
+	}
+	for _, reason := range zipkin.RejectReasons() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "signalbox_zipkin_rejected_total", Help: "Span POSTs refused, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(z.RejectedFor(reason)) }))
+	}
+	for _, reason := range zipkin.EarlyReasons() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "signalbox_zipkin_early_linked_total", Help: "Traces linked before they settled because a cap was reached, by cap.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(z.EarlyLinkedFor(reason)) }))
 	}
 }

@@ -221,3 +221,6 @@ func Load(ctx context.Context, cc *grpc.ClientConn, interval time.Duration, t *T
 		}
 	}
 }
+
+// Failures is how many calls the backend failed.
+func (b *Backend) Failures() uint64 { return b.failures.Load() }
