@@ -351,7 +351,9 @@ func printRollout(w io.Writer, r rollout.Rollout, shown int) int {
 		}
 		fmt.Fprintln(w, line)
 		if d := e.Stats; d != nil {
-			fmt.Fprintf(w, "          %s\n", d.String())
+			st := d.Stats
+			fmt.Fprintf(w, "          baseline %d/%d errors, candidate %d/%d errors, log Λ %.2f of %.2f\n",
+				st.Baseline.Errors, st.Baseline.Requests, st.Candidate.Errors, st.Candidate.Requests, st.LogLambda, st.Threshold)
 		}
 	}
 	fmt.Fprintf(w, "now: %s, step %s, candidate %d%% — %s\n", r.Phase, stepText(r), candidateWeight(r), r.Reason)

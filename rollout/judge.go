@@ -1,0 +1,58 @@
+package rollout
+
+import (
+	"fmt"
+
+	"github.com/signalbox/signalbox/rollout/analysis"
+)
+
+// AnalysisState is the judgement carried across looks and restarts.
+type AnalysisState struct {
+	Test analysis.State `json:"test"`
+	// SwitchedAt is the look of a blue-green switch: after it the baseline
+	// takes no traffic, so only the guards judge (see the closing note:
+	// a one-sample test against the baseline's rate before the switch is
+	// still to come).
+	SwitchedAt uint64 `json:"switchedAt,omitempty"`
+}
+
+// Decision is one look's verdict and its figures, as the history shows it.
+type Decision = analysis.Decision
+
+// VerdictFail is the analysis' rollback verdict.
+const VerdictFail = analysis.Fail
+
+func (s AnalysisSpec) config() analysis.Config {
+	return analysis.Config{Alpha: s.Alpha, MinRequests: s.MinRequests, MaxErrorRate: s.MaxErrorRate, MaxLatencyRatio: s.MaxLatencyRatio}.WithDefaults()
+}
+
+// Observe feeds one look to the test. A look the test refuses (it cannot
+// happen with counts from the store) holds, saying why.
+func (a *AnalysisState) Observe(s Sample, spec AnalysisSpec) Decision {
+	in := analysis.Increment{
+		Baseline:  analysis.Counts{Requests: s.Baseline.Requests, Errors: s.Baseline.Errors},
+		Candidate: analysis.Counts{Requests: s.Candidate.Requests, Errors: s.Candidate.Errors},
+	}
+	if s.Baseline.P99Ms > 0 && s.Candidate.P99Ms > 0 {
+		in.Latency = &analysis.Latency{BaselineP99Ms: s.Baseline.P99Ms, CandidateP99Ms: s.Candidate.P99Ms,
+			BaselineRequests: a.Test.Baseline.Requests + s.Baseline.Requests, CandidateRequests: a.Test.Candidate.Requests + s.Candidate.Requests}
+	}
+	next, d, err := analysis.Step(a.Test, in, spec.config())
+	if err != nil {
+		return Decision{Verdict: analysis.InsufficientData, Reason: fmt.Sprintf("look skipped: %v", err)}
+	}
+	a.Test = next
+	return d
+}
+
+// Summary is the figures so far, for a step that passed.
+func (a *AnalysisState) Summary(spec AnalysisSpec) Decision {
+	_, d, err := analysis.Step(a.Test, analysis.Increment{}, spec.config())
+	if err != nil {
+		return Decision{Verdict: analysis.InsufficientData, Reason: err.Error()}
+	}
+	return d
+}
+
+// Switched marks the blue-green switch.
+func (a *AnalysisState) Switched() { a.SwitchedAt = a.Test.Looks + 1 }

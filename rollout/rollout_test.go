@@ -1,0 +1,187 @@
+package rollout
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func canarySpec() Spec {
+	return Spec{Service: "greeter", Baseline: "v1", Candidate: "v2", Steps: []uint32{10, 50}, StepInterval: Duration(time.Minute),
+		Analysis: AnalysisSpec{MinRequests: 50, NoDataTimeout: Duration(5 * time.Minute)}}
+}
+
+func weights(p *Plan) map[string]uint32 {
+	out := map[string]uint32{}
+	if p == nil {
+		return nil
+	}
+	for _, w := range p.Normalized().Weights {
+		out[w.Subset] = w.Weight
+	}
+	return out
+}
+
+// look is traffic for one second: n requests split by the candidate's
+// weight, with the given error counts.
+func look(r Rollout, n uint64, baseErr, candErr uint64) Observation {
+	c := n * uint64(r.candidateWeight()) / 100
+	return Observation{Sample: &Sample{Baseline: VersionSample{Requests: n - c, Errors: baseErr}, Candidate: VersionSample{Requests: c, Errors: candErr}}}
+}
+
+func checkTransitions(t *testing.T, r Rollout) {
+	t.Helper()
+	allowed := map[[2]Phase]bool{}
+	for _, tr := range Transitions() {
+		allowed[[2]Phase{tr.From, tr.To}] = true
+	}
+	for _, e := range r.History {
+		if e.Kind == "phase" && !allowed[[2]Phase{e.From, e.To}] {
+			t.Errorf("transition %s → %s (%s) is not in the table", e.From, e.To, e.Reason)
+		}
+	}
+}
+
+func TestCanaryHealthyIsPromoted(t *testing.T) {
+	r := New("greeter.1", canarySpec(), t0)
+	r, p, err := Step(r, Observation{}, t0)
+	if err != nil || r.Phase != Progressing || weights(p)["v2"] != 10 || weights(p)["v1"] != 90 {
+		t.Fatalf("start: %s %v %v", r.Phase, weights(p), err)
+	}
+	var seen []uint32
+	for s := 1; s <= 200 && !r.Phase.Terminal(); s++ {
+		r, p, _ = Step(r, look(r, 100, 0, 0), t0.Add(time.Duration(s)*time.Second))
+		if w := weights(p)["v2"]; len(seen) == 0 || seen[len(seen)-1] != w {
+			seen = append(seen, w)
+		}
+	}
+	if r.Phase != Succeeded || weights(p)["v2"] != 100 || len(weights(p)) != 1 {
+		t.Fatalf("after 200 s: %s %v (%s)", r.Phase, weights(p), r.Reason)
+	}
+	if want := []uint32{10, 50, 100}; len(seen) != len(want) || seen[0] != 10 || seen[1] != 50 || seen[2] != 100 {
+		t.Errorf("weights went %v, want %v: no step skipped or repeated", seen, want)
+	}
+	checkTransitions(t, r)
+}
+
+func TestCanaryFailingIsRolledBack(t *testing.T) {
+	r := New("greeter.1", canarySpec(), t0)
+	r, _, _ = Step(r, Observation{}, t0)
+	var p *Plan
+	for s := 1; s <= 60 && r.Phase != RolledBack; s++ {
+		// 0.5% errors on the baseline side, 10% on the candidate's.
+		r, p, _ = Step(r, look(r, 200, 1, 2), t0.Add(time.Duration(s)*time.Second))
+	}
+	if r.Phase != RolledBack || weights(p)["v1"] != 100 || weights(p)["v2"] != 0 {
+		t.Fatalf("phase %s, plan %v (%s)", r.Phase, weights(p), r.Reason)
+	}
+	var decision *Event
+	for i := range r.History {
+		if r.History[i].Kind == "decision" && r.History[i].Stats != nil && r.History[i].Stats.Verdict == VerdictFail {
+			decision = &r.History[i]
+		}
+	}
+	if decision == nil || decision.Stats.Stats.Candidate.Errors == 0 || decision.Stats.Stats.LogLambda < decision.Stats.Stats.Threshold {
+		t.Errorf("the history lacks the rollback decision with its statistics: %+v", decision)
+	}
+	checkTransitions(t, r)
+}
+
+func TestNoTrafficHoldsThenPauses(t *testing.T) {
+	r := New("greeter.1", canarySpec(), t0)
+	r, _, _ = Step(r, Observation{}, t0)
+	for s := 1; s <= 600; s++ {
+		r, _, _ = Step(r, Observation{Sample: &Sample{}}, t0.Add(time.Duration(s)*time.Second))
+		if r.Phase != Progressing && r.Phase != Paused {
+			t.Fatalf("at %d s: %s (%s): no traffic must never promote nor roll back", s, r.Phase, r.Reason)
+		}
+		if s < 300 && r.Phase != Progressing {
+			t.Fatalf("paused at %d s, before the 5m no-data timeout", s)
+		}
+	}
+	if r.Phase != Paused || r.Step != 1 {
+		t.Fatalf("phase %s step %d, want Paused at step 1 (%s)", r.Phase, r.Step, r.Reason)
+	}
+}
+
+func TestCommandsAndGates(t *testing.T) {
+	spec := canarySpec()
+	spec.Gates = []int{2}
+	r := New("greeter.1", spec, t0)
+	r, _, _ = Step(r, Observation{}, t0)
+	if _, _, err := Step(r, Observation{Command: &Command{Kind: CmdResume, Actor: "ops"}}, t0); !errors.Is(err, ErrConflict) {
+		t.Errorf("resume while progressing: %v, want a conflict", err)
+	}
+	for s := 1; s <= 70; s++ {
+		r, _, _ = Step(r, look(r, 100, 0, 0), t0.Add(time.Duration(s)*time.Second))
+	}
+	if r.Phase != Paused || !r.AtGate || r.Step != 1 {
+		t.Fatalf("want paused at the gate before step 2, got %s step %d gate %v", r.Phase, r.Step, r.AtGate)
+	}
+	if _, _, err := Step(r, Observation{Command: &Command{Kind: CmdResume, Actor: "ops"}}, t0.Add(71*time.Second)); !errors.Is(err, ErrConflict) {
+		t.Errorf("resume at a gate: %v, want a conflict saying to promote", err)
+	}
+	r, p, err := Step(r, Observation{Command: &Command{Kind: CmdPromote, Actor: "operator:1a2b"}}, t0.Add(72*time.Second))
+	if err != nil || r.Phase != Progressing || r.Step != 2 || weights(p)["v2"] != 50 {
+		t.Fatalf("promote at the gate: %s step %d %v %v", r.Phase, r.Step, weights(p), err)
+	}
+	r, p, _ = Step(r, Observation{Command: &Command{Kind: CmdAbort, Actor: "operator:1a2b", Reason: "pager"}}, t0.Add(73*time.Second))
+	if r.Phase != Aborted || weights(p)["v1"] != 100 {
+		t.Fatalf("abort: %s %v", r.Phase, weights(p))
+	}
+	audited := 0
+	for _, e := range r.History {
+		if e.Kind == "command" && e.Actor == "operator:1a2b" {
+			audited++
+		}
+	}
+	if audited != 2 {
+		t.Errorf("%d audited commands by operator:1a2b, want 2 (promote, abort)", audited)
+	}
+	if _, _, err := Step(r, Observation{Command: &Command{Kind: "reboot"}}, t0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown command: %v, want invalid", err)
+	}
+	checkTransitions(t, r)
+}
+
+func TestBlueGreenPreviewSwitchAndSwitchBack(t *testing.T) {
+	spec := Spec{Service: "greeter", Strategy: BlueGreen, Baseline: "v1", Candidate: "v2", StepInterval: Duration(30 * time.Second),
+		PostPromotionWindow: Duration(time.Minute), Analysis: AnalysisSpec{MinRequests: 20, MaxErrorRate: 0.05}}
+	if err := spec.WithDefaults().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := New("greeter.1", spec, t0)
+	r, p, _ := Step(r, Observation{}, t0)
+	if weights(p)["v1"] != 100 || len(p.Matches) != 1 || p.Matches[0].Header != "x-signalbox-preview" || p.Matches[0].Subset != "v2" {
+		t.Fatalf("preview plan: %+v", p)
+	}
+	for s := 1; s <= 31; s++ {
+		r, p, _ = Step(r, Observation{Sample: &Sample{Baseline: VersionSample{Requests: 100}, Candidate: VersionSample{Requests: 2}}}, t0.Add(time.Duration(s)*time.Second))
+	}
+	if r.Phase != Promoting || weights(p)["v2"] != 100 {
+		t.Fatalf("after the preview: %s %v (%s)", r.Phase, weights(p), r.Reason)
+	}
+	// After the switch the candidate fails 20%: the guard switches back.
+	r, p, _ = Step(r, Observation{Sample: &Sample{Candidate: VersionSample{Requests: 100, Errors: 20}}}, t0.Add(33*time.Second))
+	if r.Phase != RollingBack || weights(p)["v1"] != 100 {
+		t.Fatalf("the decision's own plan must already switch back: %s %v", r.Phase, weights(p))
+	}
+	r, p, _ = Step(r, Observation{}, t0.Add(34*time.Second))
+	if r.Phase != RolledBack || weights(p)["v1"] != 100 {
+		t.Fatalf("after an anomaly in the window: %s %v (%s)", r.Phase, weights(p), r.Reason)
+	}
+	checkTransitions(t, r)
+}
+
+func TestSpecValidateSaysWhatToFix(t *testing.T) {
+	bad := Spec{Service: "greeter", Baseline: "v1", Candidate: "v1", Steps: []uint32{50, 10, 100, 120}, StepInterval: Duration(time.Millisecond), Gates: []int{9}}
+	err := bad.WithDefaults().Validate()
+	for _, want := range []string{"is the baseline", "must increase", "from 1 to 99", "at least 1s", "is not a step"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
