@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/signalbox/signalbox/discovery/consul/consultest"
 	"github.com/signalbox/signalbox/e2e/demo"
@@ -49,6 +51,16 @@ func TestSpansBecomeTheGraph(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { upstream.Close() })
+	// Calls made before signalbox has served api would fail without a
+	// server span; wait for web's xDS client to be ready, without a call.
+	readyCtx, readyCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer readyCancel()
+	upstream.Connect()
+	for s := upstream.GetState(); s != connectivity.Ready; s = upstream.GetState() {
+		if !upstream.WaitForStateChange(readyCtx, s) {
+			t.Fatalf("web's xds:///api channel never became ready (last state %v)", s)
+		}
+	}
 	web, err := demo.StartBackendWith("127.0.0.1:0", "web-1", "v7", demo.BackendOptions{ServerOptions: []grpc.ServerOption{webTr.ServerOption()}, Upstream: upstream})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +69,7 @@ func TestSpansBecomeTheGraph(t *testing.T) {
 
 	// The load generator is not traced: web's server spans are roots
 	// without a remote service, which Zipkin's rules do not link.
-	cc, err := demo.Dial(nil, "passthrough:///"+web.Addr().String())
+	cc, err := grpc.NewClient("passthrough:///"+web.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

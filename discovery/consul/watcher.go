@@ -336,18 +336,19 @@ func rebuild(cat *discovery.Catalog, seenAt time.Time, changes map[string]*disco
 // the send after the drain cannot block.
 func (w *Watcher) publish(c *discovery.Catalog) {
 	w.latest.Store(c)
+	w.mu.Lock()
+	w.status.Services = c.Len()
+	w.mu.Unlock()
+	// Count before sending, so that whoever receives c sees it counted.
+	if w.metrics != nil {
+		w.metrics.updates.Inc()
+		w.metrics.services.Set(float64(c.Len()))
+	}
 	select {
 	case <-w.updates:
 	default:
 	}
 	w.updates <- c
-	w.mu.Lock()
-	w.status.Services = c.Len()
-	w.mu.Unlock()
-	if w.metrics != nil {
-		w.metrics.updates.Inc()
-		w.metrics.services.Set(float64(c.Len()))
-	}
 }
 
 // watchList follows the service list and sends it whenever the set of names

@@ -299,7 +299,7 @@ type jsonTags struct {
 	vals [numTagsRead]string
 }
 
-const numTagsRead = 9
+const numTagsRead = 11
 
 // tagIndex is where jsonTags keeps a tag, -1 when it does not.
 func tagIndex(k string) int {
@@ -322,6 +322,10 @@ func tagIndex(k string) int {
 		return 7
 	case TagUpstreamCluster:
 		return 8
+	case TagRPCSystemName:
+		return 9
+	case TagRPCResponseStatus:
+		return 10
 	}
 	return -1
 }

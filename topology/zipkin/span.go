@@ -80,10 +80,10 @@ type Span struct {
 	// HTTPStatus from http.status_code or http.response.status_code; 0 when
 	// absent.
 	HTTPStatus int
-	// GRPCStatus from rpc.grpc.status_code or grpc.status_code; -1 when
-	// absent.
+	// GRPCStatus from rpc.grpc.status_code, grpc.status_code or (newer
+	// OpenTelemetry) rpc.response.status_code; -1 when absent.
 	GRPCStatus int
-	// GRPC: rpc.system=grpc or a gRPC status tag.
+	// GRPC: rpc.system or rpc.system.name is grpc, or a gRPC status tag.
 	GRPC bool
 }
 
@@ -97,7 +97,11 @@ const (
 	TagGRPCStatusOTel  = "rpc.grpc.status_code"
 	TagGRPCStatusEnvoy = "grpc.status_code"
 	TagRPCSystem       = "rpc.system"
-	TagUpstreamCluster = "upstream_cluster"
+	// OpenTelemetry's semantic conventions from v1.37 on, as otelgrpc
+	// v0.6x and later write them: the code is its name, e.g. "UNAVAILABLE".
+	TagRPCSystemName     = "rpc.system.name"
+	TagRPCResponseStatus = "rpc.response.status_code"
+	TagUpstreamCluster   = "upstream_cluster"
 )
 
 // tagReader looks up a span's tags.
@@ -136,7 +140,12 @@ func applyTags(s *Span, tags tagReader) {
 			break
 		}
 	}
-	if get(TagRPCSystem) == "grpc" {
+	if s.GRPCStatus < 0 {
+		if n, ok := grpcCode(get(TagRPCResponseStatus)); ok {
+			s.GRPCStatus, s.GRPC = n, true
+		}
+	}
+	if get(TagRPCSystem) == "grpc" || get(TagRPCSystemName) == "grpc" {
 		s.GRPC = true
 	}
 	// Envoy's client spans name the upstream cluster; signalbox's cluster
@@ -185,4 +194,23 @@ func microsToDuration(us int64) time.Duration {
 		return time.Duration(1<<63 - 1)
 	}
 	return time.Duration(us) * time.Microsecond
+}
+
+// grpcCodes are gRPC's status codes by their canonical names.
+var grpcCodes = map[string]int{
+	"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+	"ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+
+// grpcCode reads a status code written as its name or its number.
+func grpcCode(v string) (int, bool) {
+	if n, ok := grpcCodes[v]; ok {
+		return n, true
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 {
+		return n, true
+	}
+	return 0, false
 }
