@@ -1,6 +1,7 @@
 // Package api is signalbox's HTTP surface: health and readiness, Prometheus
 // metrics, and the debug views of what the control plane sees and serves.
-// Later the release API, the graph API and the dashboard join it here.
+// the live graph (JSON, SSE, DOT, Grafana and Zipkin shapes) and the
+// release API with its bearer-token roles.
 package api
 
 import (
@@ -40,6 +41,11 @@ type Deps struct {
 	// Spans is the Zipkin collector behind /api/v2/spans (it answers every
 	// method itself, refusing all but POST); nil leaves it out.
 	Spans http.Handler
+	// Releases backs /api/v1/rollouts; nil leaves the release API out.
+	Releases Releases
+	// Tokens are the bearer tokens of the release API; nil makes it
+	// read-only (every mutation answers 403 with how to enable it).
+	Tokens *Tokens
 }
 
 // GraphSource is the live call graph (topology.Store).
@@ -89,6 +95,9 @@ func New(d Deps) http.Handler {
 	})
 	if d.Graph != nil {
 		registerGraph(mux, d)
+	}
+	if d.Releases != nil {
+		registerRollouts(mux, d.Releases, d.Tokens)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Hint: "see /debug/ for the debug views, /metrics for Prometheus"})

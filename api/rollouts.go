@@ -1,5 +1,3 @@
-//go:build wip
-
 package api
 
 import (
@@ -124,13 +122,15 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func writeReleaseError(w http.ResponseWriter, err error) {
+	// The sentinel picks the status; the words after it say what to fix.
+	msg := func(sentinel error) string { return strings.TrimPrefix(err.Error(), sentinel.Error()+": ") }
 	switch {
 	case errors.Is(err, rollout.ErrInvalid):
-		writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+		writeJSON(w, http.StatusBadRequest, Error{Error: msg(rollout.ErrInvalid)})
 	case errors.Is(err, rollout.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, Error{Error: err.Error()})
+		writeJSON(w, http.StatusNotFound, Error{Error: msg(rollout.ErrNotFound)})
 	case errors.Is(err, rollout.ErrConflict):
-		writeJSON(w, http.StatusConflict, Error{Error: err.Error()})
+		writeJSON(w, http.StatusConflict, Error{Error: msg(rollout.ErrConflict)})
 	default:
 		writeJSON(w, http.StatusServiceUnavailable, Error{Error: err.Error(), Hint: "rollouts live in Consul KV: is Consul reachable?"})
 	}

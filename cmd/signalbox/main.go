@@ -59,7 +59,7 @@ func newRoot(stdout, stderr io.Writer, getenv func(string) string) *cobra.Comman
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServe(getenv), newVersion(), newBootstrap(), newGraph(getenv))
+	root.AddCommand(newServe(getenv), newVersion(), newBootstrap(), newGraph(getenv), newRollout(getenv))
 	// Unknown subcommands and stray arguments are usage errors too.
 	root.Args = func(_ *cobra.Command, args []string) error {
 		if len(args) > 0 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/signalbox/signalbox/api"
 	"github.com/signalbox/signalbox/discovery/consul"
+	"github.com/signalbox/signalbox/rollout/controller"
 	"github.com/signalbox/signalbox/topology"
 	"github.com/signalbox/signalbox/topology/als"
 	"github.com/signalbox/signalbox/topology/zipkin"
@@ -47,6 +48,9 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+	apiTokens       string
+	rolloutInterval time.Duration
+	rolloutPrefix   string
 	// policy is the telemetry and traffic policy from the config file's
 	// sections, with the defaults filled in.
 	policy policy.Config
@@ -97,6 +101,9 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 2*time.Second, "how long to drain connections on SIGINT/SIGTERM")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.apiTokens, "api-tokens", "", "file of API bearer tokens, one \"role:token\" a line (role viewer or operator); without it the API is read-only")
+	fs.DurationVar(&c.rolloutInterval, "rollout-interval", time.Second, "how often the release controller looks at the traffic")
+	fs.StringVar(&c.rolloutPrefix, "rollout-kv-prefix", "signalbox/rollouts/", "Consul KV prefix where rollouts are kept")
 
 	return cmd, c
 }
@@ -160,10 +167,13 @@ func (c serveConfig) validate() error {
 	if strings.TrimSpace(c.consulAddr) == "" {
 		errs = append(errs, errors.New("--consul-addr is empty"))
 	}
-	for name, d := range map[string]time.Duration{"consul-wait": c.consulWait, "debounce-quiet": c.debounceQuiet, "debounce-max": c.debounceMax, "removal-grace": c.removalGrace, "shutdown-timeout": c.shutdownTimeout} {
+	for name, d := range map[string]time.Duration{"consul-wait": c.consulWait, "debounce-quiet": c.debounceQuiet, "debounce-max": c.debounceMax, "removal-grace": c.removalGrace, "shutdown-timeout": c.shutdownTimeout, "rollout-interval": c.rolloutInterval} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("--%s %v: must be positive", name, d))
 		}
+	}
+	if p := c.rolloutPrefix; p == "" || !strings.HasSuffix(p, "/") || strings.HasPrefix(p, "/") {
+		errs = append(errs, fmt.Errorf("--rollout-kv-prefix %q: want a KV path ending in /, e.g. signalbox/rollouts/", p))
 	}
 	if c.debounceMax < c.debounceQuiet {
 		errs = append(errs, fmt.Errorf("--debounce-max %v is shorter than --debounce-quiet %v", c.debounceMax, c.debounceQuiet))
@@ -239,6 +249,26 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	spans := zipkin.NewCollector(store, time.Now, zipkin.Options{Logger: log.With("part", "zipkin")})
 	registerTopologyMetrics(reg, store, alsSrv, spans)
 
+	// Releases: every replica serves the plans kept in Consul KV; the one
+	// holding the lock drives them.
+	tokens, err := loadTokens(c.apiTokens)
+	if err != nil {
+		xdsLis.Close()
+		httpLis.Close()
+		return err
+	}
+	releases := controller.New(controller.Options{
+		Client:   client,
+		Prefix:   c.rolloutPrefix,
+		Counts:   graphCounts{store: store, now: time.Now},
+		Catalog:  catalogVersions{latest: watcher.Catalog, synced: watcher.Synced()},
+		Plans:    xsrv.SetPlans,
+		Interval: c.rolloutInterval,
+		Logger:   log.With("part", "rollout"),
+		// Only one process can listen on this address on this host.
+		ReplicaID: replicaID(httpLis.Addr().String()),
+	})
+
 	ready := func() (bool, string) {
 		select {
 		case <-xsrv.Ready():
@@ -262,9 +292,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 				"xds/sidecars": func() any { return xsrv.Sidecars() },
 				"consul":       func() any { return watcher.Status() },
 			},
-			Logger: log,
-			Graph:  store,
-			Spans:  spans,
+			Logger:   log,
+			Graph:    store,
+			Spans:    spans,
+			Releases: releases,
+			Tokens:   tokens,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Graph streams end with the server, not after the shutdown timeout.
@@ -275,6 +307,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	g.Go(func() error { return watcher.Run(ctx) })
 	g.Go(func() error { return xsrv.Run(ctx) })
 	g.Go(func() error { return spans.Run(ctx) })
+	g.Go(func() error { return releases.Run(ctx) })
 	g.Go(func() error {
 		// Idle edges expire once they have left the longest window.
 		tick := time.NewTicker(time.Minute)
@@ -292,6 +325,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		// Forward catalogs only once the first complete one is in: a partial
 		// catalog would tell clients that services do not exist.
 		waitLogged(ctx, log, watcher.Synced(), "waiting for the first complete catalog from Consul", "consul_addr", c.consulAddr)
+		// And only once the releases' plans are in: a first build without
+		// them would move a canary's traffic after a restart.
+		waitLogged(ctx, log, releases.Loaded(), "waiting to read the rollouts from Consul KV", "prefix", c.rolloutPrefix)
 		for {
 			select {
 			case <-ctx.Done():

@@ -1,5 +1,3 @@
-//go:build wip
-
 // Package controller drives releases: it reads each version's counts from
 // the live graph, steps every active rollout (rollout.Step), hands the
 // resulting plans to the xDS server, and persists each rollout in Consul KV
@@ -63,6 +61,11 @@ type Options struct {
 	LockWait time.Duration
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// ReplicaID names this replica in the lock. It must be stable across
+	// restarts and unique among replicas (serve uses host name and HTTP
+	// address): a restarted replica frees the lock its crashed self held.
+	// Default: host name and process id.
+	ReplicaID string
 	// OnChange, when set, is told of every rollout the controller wrote (for
 	// notifications and metrics).
 	OnChange func(old, new rollout.Rollout)
@@ -73,10 +76,12 @@ type Controller struct {
 	o     Options
 	store *kvStore
 
-	mu      sync.Mutex
-	current map[string]stored // by service, as last read or written
-	plans   map[string]rollout.Plan
-	leader  bool
+	mu         sync.Mutex
+	current    map[string]stored // by service, as last read or written
+	plans      map[string]rollout.Plan
+	leader     bool
+	loaded     chan struct{}
+	loadedOnce sync.Once
 	// last are the totals at the previous look, per rollout id, so that a
 	// look feeds exact increments; lost on restart (the first look after
 	// one only takes a reading).
@@ -104,10 +109,13 @@ func New(o Options) *Controller {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.ReplicaID == "" {
+		o.ReplicaID = hostID()
+	}
 	if o.Plans == nil {
 		o.Plans = func(map[string]rollout.Plan) {}
 	}
-	return &Controller{o: o, store: &kvStore{kv: o.Client.KV(), prefix: o.Prefix}, current: map[string]stored{}, plans: map[string]rollout.Plan{}, last: map[string]lastLook{}}
+	return &Controller{o: o, store: &kvStore{kv: o.Client.KV(), prefix: o.Prefix}, current: map[string]stored{}, plans: map[string]rollout.Plan{}, last: map[string]lastLook{}, loaded: make(chan struct{})}
 }
 
 // Run watches KV (every replica) and drives while it holds the lock, until
@@ -123,6 +131,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	return err
 }
 
+// Loaded is closed once the rollouts in KV were read and their plans
+// handed over: serving xDS before that would spread a canary's traffic over
+// every instance for a moment after a restart.
+func (c *Controller) Loaded() <-chan struct{} { return c.loaded }
+
 // IsLeader reports whether this replica drives.
 func (c *Controller) IsLeader() bool {
 	c.mu.Lock()
@@ -136,7 +149,10 @@ func (c *Controller) watch(ctx context.Context) error {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		all, next, err := c.store.list(ctx, index)
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			c.o.Logger.Warn("reading rollouts from Consul KV", "err", err)
 			if all == nil {
 				select {
@@ -156,13 +172,20 @@ func (c *Controller) watch(ctx context.Context) error {
 				c.current[svc] = s
 			}
 		}
-		for svc := range c.current {
-			if _, ok := all[svc]; !ok {
-				delete(c.current, svc)
+		// A partial answer (a key that did not decode) removes nothing: the
+		// bad key's plan stays as it was.
+		if err == nil {
+			for svc := range c.current {
+				if _, ok := all[svc]; !ok {
+					delete(c.current, svc)
+				}
 			}
 		}
 		c.publishLocked()
 		c.mu.Unlock()
+		if err == nil {
+			c.loadedOnce.Do(func() { close(c.loaded) })
+		}
 	}
 	return nil
 }
@@ -191,13 +214,19 @@ func (c *Controller) publishLocked() {
 
 // lead takes the session lock and drives while holding it.
 func (c *Controller) lead(ctx context.Context) error {
+	c.reclaim(ctx)
 	for ctx.Err() == nil {
 		lock, err := c.o.Client.LockOpts(&api.LockOptions{
-			Key:          c.o.Prefix + leaderKey,
-			Value:        []byte(hostID()),
-			SessionName:  "signalbox rollout controller",
-			SessionTTL:   "15s",
-			LockWaitTime: c.o.LockWait,
+			Key:   c.o.Prefix + leaderKey,
+			Value: []byte(c.o.ReplicaID),
+			// A short lock delay: check-and-set on every write, not the
+			// lock, is what keeps two drivers from both moving a release;
+			// the lock only makes one replica do the work.
+			SessionName:    "signalbox rollout controller",
+			SessionTTL:     "10s",
+			LockDelay:      time.Second,
+			LockWaitTime:   c.o.LockWait,
+			MonitorRetries: 3,
 		})
 		if err != nil {
 			return fmt.Errorf("rollout lock: %w", err)
@@ -222,16 +251,31 @@ func (c *Controller) lead(ctx context.Context) error {
 			}
 			continue
 		}
-		c.o.Logger.Info("driving rollouts: this replica holds the lock")
+		c.o.Logger.Info("driving rollouts: this replica holds the lock", "replica", c.o.ReplicaID)
 		c.setLeader(true)
 		c.drive(ctx, lost)
 		c.setLeader(false)
-		_ = lock.Unlock()
+		_ = lock.Unlock() // also ends the session it made
 		if ctx.Err() == nil {
 			c.o.Logger.Warn("lost the rollout lock: another replica drives now")
 		}
 	}
 	return nil
+}
+
+// reclaim frees the lock when it is held by this replica's previous life (a
+// crash leaves the session until its TTL runs out): nobody else can have
+// this replica's id, so waiting would only stall every release.
+func (c *Controller) reclaim(ctx context.Context) {
+	p, _, err := c.o.Client.KV().Get(c.o.Prefix+leaderKey, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil || p == nil || p.Session == "" || string(p.Value) != c.o.ReplicaID {
+		return
+	}
+	if _, err := c.o.Client.Session().Destroy(p.Session, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		c.o.Logger.Warn("freeing the rollout lock of this replica's previous run", "session", p.Session, "err", err)
+		return
+	}
+	c.o.Logger.Info("freed the rollout lock left by this replica's previous run", "session", p.Session)
 }
 
 func (c *Controller) setLeader(on bool) {

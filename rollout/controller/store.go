@@ -1,5 +1,3 @@
-//go:build wip
-
 package controller
 
 import (
@@ -56,15 +54,21 @@ func (s *kvStore) list(ctx context.Context, waitIndex uint64) (map[string]stored
 		return nil, 0, fmt.Errorf("list rollouts under %s: %w", s.key(currentDir, ""), err)
 	}
 	out := map[string]stored{}
+	var errs []error
 	for _, p := range pairs {
 		var r rollout.Rollout
 		if err := json.Unmarshal(p.Value, &r); err != nil {
 			// One bad key must not stop every other release.
-			return out, meta.LastIndex, fmt.Errorf("rollout at %s: %w (fix or delete the key)", p.Key, err)
+			errs = append(errs, fmt.Errorf("rollout at %s: %w (fix or delete the key)", p.Key, err))
+			continue
+		}
+		if want := s.key(currentDir, r.Spec.Service); p.Key != want {
+			errs = append(errs, fmt.Errorf("rollout at %s is of service %q, which belongs at %s (move or delete the key)", p.Key, r.Spec.Service, want))
+			continue
 		}
 		out[r.Spec.Service] = stored{r: r, index: p.ModifyIndex}
 	}
-	return out, meta.LastIndex, nil
+	return out, meta.LastIndex, errors.Join(errs...)
 }
 
 // get reads the current rollout of a service; ok is false when there is none.
