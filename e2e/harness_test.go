@@ -72,10 +72,20 @@ func freeAddr(t *testing.T) string {
 // ready. xdsAddr may be "" for a free port.
 func startSignalbox(t *testing.T, consulAddr, xdsAddr string, args ...string) *proc {
 	t.Helper()
+	return startSignalboxAt(t, consulAddr, xdsAddr, "", args...)
+}
+
+// startSignalboxAt is startSignalbox on given addresses ("": a free port),
+// e.g. to restart one where it was.
+func startSignalboxAt(t *testing.T, consulAddr, xdsAddr, httpAddr string, args ...string) *proc {
+	t.Helper()
 	if xdsAddr == "" {
 		xdsAddr = freeAddr(t)
 	}
-	p := &proc{t: t, XDSAddr: xdsAddr, HTTPAddr: freeAddr(t), exited: make(chan struct{})}
+	if httpAddr == "" {
+		httpAddr = freeAddr(t)
+	}
+	p := &proc{t: t, XDSAddr: xdsAddr, HTTPAddr: httpAddr, exited: make(chan struct{})}
 	logf, err := os.CreateTemp(t.TempDir(), "signalbox-*.log")
 	if err != nil {
 		t.Fatal(err)

@@ -51,6 +51,7 @@ type serveConfig struct {
 	apiTokens       string
 	rolloutInterval time.Duration
 	rolloutPrefix   string
+	zipkinSettle    time.Duration
 	// policy is the telemetry and traffic policy from the config file's
 	// sections, with the defaults filled in.
 	policy policy.Config
@@ -102,6 +103,7 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.apiTokens, "api-tokens", "", "file of API bearer tokens, one \"role:token\" a line (role viewer or operator); without it the API is read-only")
+	fs.DurationVar(&c.zipkinSettle, "zipkin-settle", 5*time.Second, "how long a trace must be quiet before its spans are linked into the graph")
 	fs.DurationVar(&c.rolloutInterval, "rollout-interval", time.Second, "how often the release controller looks at the traffic")
 	fs.StringVar(&c.rolloutPrefix, "rollout-kv-prefix", "signalbox/rollouts/", "Consul KV prefix where rollouts are kept")
 
@@ -167,7 +169,7 @@ func (c serveConfig) validate() error {
 	if strings.TrimSpace(c.consulAddr) == "" {
 		errs = append(errs, errors.New("--consul-addr is empty"))
 	}
-	for name, d := range map[string]time.Duration{"consul-wait": c.consulWait, "debounce-quiet": c.debounceQuiet, "debounce-max": c.debounceMax, "removal-grace": c.removalGrace, "shutdown-timeout": c.shutdownTimeout, "rollout-interval": c.rolloutInterval} {
+	for name, d := range map[string]time.Duration{"consul-wait": c.consulWait, "debounce-quiet": c.debounceQuiet, "debounce-max": c.debounceMax, "removal-grace": c.removalGrace, "shutdown-timeout": c.shutdownTimeout, "rollout-interval": c.rolloutInterval, "zipkin-settle": c.zipkinSettle} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("--%s %v: must be positive", name, d))
 		}
@@ -246,7 +248,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	alsSrv.Register(grpcSrv)
 	// Spans from Envoy's Zipkin tracer and OpenTelemetry's Zipkin exporter
 	// arrive on the HTTP port.
-	spans := zipkin.NewCollector(store, time.Now, zipkin.Options{Logger: log.With("part", "zipkin")})
+	spans := zipkin.NewCollector(store, time.Now, zipkin.Options{Settle: c.zipkinSettle, Logger: log.With("part", "zipkin")})
 	registerTopologyMetrics(reg, store, alsSrv, spans)
 
 	// Releases: every replica serves the plans kept in Consul KV; the one

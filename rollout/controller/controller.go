@@ -219,12 +219,13 @@ func (c *Controller) lead(ctx context.Context) error {
 		lock, err := c.o.Client.LockOpts(&api.LockOptions{
 			Key:   c.o.Prefix + leaderKey,
 			Value: []byte(c.o.ReplicaID),
-			// A short lock delay: check-and-set on every write, not the
-			// lock, is what keeps two drivers from both moving a release;
-			// the lock only makes one replica do the work.
+			// Next to no lock delay: check-and-set on every write, not the
+			// lock, keeps two drivers from both moving a release; the lock
+			// only makes one replica do the work. (With a delay, Consul's
+			// client retries only after 5s, which would stall releases.)
 			SessionName:    "signalbox rollout controller",
 			SessionTTL:     "10s",
-			LockDelay:      time.Second,
+			LockDelay:      time.Millisecond,
 			LockWaitTime:   c.o.LockWait,
 			MonitorRetries: 3,
 		})
