@@ -99,6 +99,7 @@ func New(d Deps) http.Handler {
 	if d.Releases != nil {
 		registerRollouts(mux, d.Releases, d.Tokens)
 	}
+	registerOpenAPI(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Hint: "see /debug/ for the debug views, /metrics for Prometheus"})
 	})

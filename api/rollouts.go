@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/signalbox/signalbox/rollout"
@@ -46,7 +47,15 @@ func registerRollouts(mux *http.ServeMux, rel Releases, tokens *Tokens) {
 		if _, ok := tokens.authorize(w, r, Viewer); !ok {
 			return
 		}
-		all, err := rel.List(r.Context(), r.URL.Query().Get("all") == "true")
+		archived := false
+		if v := r.URL.Query().Get("all"); v != "" {
+			var err error
+			if archived, err = strconv.ParseBool(v); err != nil {
+				writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("all=%q: want true or false", v)})
+				return
+			}
+		}
+		all, err := rel.List(r.Context(), archived)
 		if err != nil {
 			writeReleaseError(w, err)
 			return
@@ -82,11 +91,10 @@ func registerRollouts(mux *http.ServeMux, rel Releases, tokens *Tokens) {
 		var body struct {
 			Reason string `json:"reason"`
 		}
-		if r.ContentLength != 0 {
-			if err := decodeStrict(w, r, &body); err != nil {
-				writeJSON(w, http.StatusBadRequest, Error{Error: action + ": " + err.Error(), Hint: `the body is optional: {"reason": "why"}`})
-				return
-			}
+		// The body is optional: an empty one (even chunked) is no reason.
+		if err := decodeStrict(w, r, &body); err != nil && !errors.Is(err, errEmptyBody) {
+			writeJSON(w, http.StatusBadRequest, Error{Error: action + ": " + err.Error(), Hint: `the body is optional: {"reason": "why"}`})
+			return
 		}
 		ro, err := rel.Command(r.Context(), r.PathValue("id"), rollout.Command{Kind: action, Actor: who, Reason: body.Reason})
 		if err != nil {
@@ -96,6 +104,8 @@ func registerRollouts(mux *http.ServeMux, rel Releases, tokens *Tokens) {
 		writeJSON(w, http.StatusOK, ro)
 	})
 }
+
+var errEmptyBody = errors.New("empty body: send a JSON object")
 
 // decodeStrict reads one JSON value, refusing unknown fields (a typo in a
 // field name must not silently fall back to a default).
@@ -111,7 +121,7 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 			return fmt.Errorf("the body is over %d bytes", maxSpecBytes)
 		}
 		if errors.Is(err, io.EOF) {
-			return errors.New("empty body: send a JSON object")
+			return errEmptyBody
 		}
 		return fmt.Errorf("malformed JSON: %w", err)
 	}
@@ -131,7 +141,11 @@ func writeReleaseError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusNotFound, Error{Error: msg(rollout.ErrNotFound)})
 	case errors.Is(err, rollout.ErrConflict):
 		writeJSON(w, http.StatusConflict, Error{Error: msg(rollout.ErrConflict)})
+	case errors.Is(err, rollout.ErrUnavailable):
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, Error{Error: msg(rollout.ErrUnavailable)})
 	default:
-		writeJSON(w, http.StatusServiceUnavailable, Error{Error: err.Error(), Hint: "rollouts live in Consul KV: is Consul reachable?"})
+		// Everything else failed on the way to Consul KV.
+		writeJSON(w, http.StatusServiceUnavailable, Error{Error: err.Error(), Hint: "rollouts live in Consul KV: is Consul reachable? see /debug/consul"})
 	}
 }

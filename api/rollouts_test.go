@@ -189,6 +189,7 @@ func TestReleaseAPIErrorsSayWhatToFix(t *testing.T) {
 		{"unknown rollout", "GET", "/api/v1/rollouts/greeter.7", "", 404, `no rollout "greeter.7"`},
 		{"unknown action", "POST", "/api/v1/rollouts/greeter.1/explode", "", 404, `no action "explode"`},
 		{"resume while progressing", "POST", "/api/v1/rollouts/greeter.1/resume", "", 409, "only a paused rollout can be resumed"},
+		{"bad all", "GET", "/api/v1/rollouts?all=maybe", "", 400, `all="maybe": want true or false`},
 		{"two values", "POST", "/api/v1/rollouts/greeter.1/pause", `{"reason":"a"}{"reason":"b"}`, 400, "more than one JSON value"},
 	}
 	for _, c := range cases {
@@ -197,10 +198,19 @@ func TestReleaseAPIErrorsSayWhatToFix(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d saying %q", c.name, code, body, c.code, c.says)
 		}
 	}
-	req := httptest.NewRequest("POST", "/api/v1/rollouts", strings.NewReader(goodSpec))
-	req.Header.Set("Content-Type", "text/plain")
+	// An empty command body, even chunked (no Content-Length), is fine.
+	req := httptest.NewRequest("POST", "/api/v1/rollouts/greeter.1/pause", io.NopCloser(strings.NewReader("")))
+	req.ContentLength = -1
 	req.Header.Set("Authorization", "Bearer "+operatorToken)
 	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("pause with an empty chunked body: %d %s", rec.Code, rec.Body.String())
+	}
+	req = httptest.NewRequest("POST", "/api/v1/rollouts", strings.NewReader(goodSpec))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "send application/json") {
 		t.Errorf("wrong content type: %d %s", rec.Code, rec.Body.String())

@@ -156,6 +156,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: the spec or command is malformed (400).
 	ErrInvalid = errors.New("invalid")
+	// ErrUnavailable: signalbox cannot answer yet (it has not read Consul's
+	// catalog) (503).
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // ConflictError is a command the rollout's phase does not allow.

@@ -2,6 +2,8 @@ package rollout
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +185,27 @@ func TestSpecValidateSaysWhatToFix(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
+	}
+}
+
+// The docs show the state machine; it must be the code's.
+func TestTransitionsTableIsTheDocs(t *testing.T) {
+	b, err := os.ReadFile("../docs/release-guide.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, line := range strings.Split(string(b), "\n") {
+		phase := map[string]bool{"Pending": true, "Progressing": true, "Paused": true, "Promoting": true, "Succeeded": true, "RollingBack": true, "RolledBack": true, "Aborted": true, "Failed": true}
+		if f := strings.Split(line, " | "); len(f) == 3 && phase[strings.TrimPrefix(f[0], "| ")] && phase[f[1]] {
+			rows = append(rows, line)
+		}
+	}
+	var want []string
+	for _, tr := range Transitions() {
+		want = append(want, fmt.Sprintf("| %s | %s | %s |", tr.From, tr.To, tr.Why))
+	}
+	if strings.Join(rows, "\n") != strings.Join(want, "\n") {
+		t.Errorf("docs/release-guide.md's phase table differs from Transitions(); it should read:\n%s", strings.Join(want, "\n"))
 	}
 }

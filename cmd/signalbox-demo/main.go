@@ -1,11 +1,15 @@
 // Command signalbox-demo is what `make demo` runs: a Consul dev agent (unless
-// one already answers), signalbox, two versions of a demo gRPC service
-// registered in Consul, and a client that calls it through xds:/// — then it
-// prints where to look. Ctrl-C stops everything it started.
+// one already answers), signalbox with an operator token, two versions of a
+// demo gRPC service and a front that calls it through xds:///, all traced
+// with OpenTelemetry's Zipkin exporter into signalbox's live graph, and a
+// client calling the front — then it prints where to look and how to start
+// a release. Ctrl-C stops everything it started.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +25,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
 
 	"github.com/signalbox/signalbox/e2e/demo"
 )
@@ -84,31 +89,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		log.Info("started a Consul dev agent", "addr", o.consulAddr, "log", filepath.Join(o.logDir, "consul.log"))
 	}
 
-	// 2. Two versions of the demo service, registered with a TCP check.
-	for i, v := range []string{"v1", "v1", "v2"} {
-		id := fmt.Sprintf("greeter-%s-%d", v, i+1)
-		b, err := demo.StartBackend("127.0.0.1:0", id, v)
-		if err != nil {
-			return err
-		}
-		defer b.Stop()
-		reg := &api.AgentServiceRegistration{
-			ID: id, Name: "greeter", Address: "127.0.0.1", Port: b.Addr().Port,
-			Meta: map[string]string{"version": v},
-			Check: &api.AgentServiceCheck{
-				TCP: b.Addr().String(), Interval: "2s", Timeout: "1s", Status: api.HealthPassing,
-			},
-		}
-		if err := client.Agent().ServiceRegister(reg); err != nil {
-			return fmt.Errorf("register %s in consul: %w", id, err)
-		}
-		defer func() { _ = client.Agent().ServiceDeregister(id) }()
-		log.Info("demo backend up", "service", "greeter", "id", id, "version", v, "addr", b.Addr().String())
+	// 2. signalbox, with an operator token for the release API.
+	token, tokensFile, err := writeToken(o.logDir)
+	if err != nil {
+		return err
 	}
-
-	// 3. signalbox.
 	sb, err := start(o.signalbox, filepath.Join(o.logDir, "signalbox.log"), "serve",
-		"--consul-addr", o.consulAddr, "--xds-addr", o.xdsAddr, "--http-addr", o.httpAddr)
+		"--consul-addr", o.consulAddr, "--xds-addr", o.xdsAddr, "--http-addr", o.httpAddr, "--api-tokens", tokensFile)
 	if err != nil {
 		return fmt.Errorf("start signalbox (run `make build` first?): %w", err)
 	}
@@ -123,9 +110,74 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}); err != nil {
 		return fmt.Errorf("signalbox did not become ready (see %s/signalbox.log): %w", o.logDir, err)
 	}
+	spansURL := "http://" + o.httpAddr + "/api/v2/spans"
+	traced := func(service, version string) (*demo.Tracing, error) {
+		tr, err := demo.NewTracing(spansURL, service, version, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		return tr, nil
+	}
+	register := func(id, name, version string, b *demo.Backend) (func(), error) {
+		reg := &api.AgentServiceRegistration{
+			ID: id, Name: name, Address: "127.0.0.1", Port: b.Addr().Port,
+			Meta: map[string]string{"version": version},
+			Check: &api.AgentServiceCheck{
+				TCP: b.Addr().String(), Interval: "2s", Timeout: "1s", Status: api.HealthPassing,
+			},
+		}
+		if err := client.Agent().ServiceRegister(reg); err != nil {
+			return nil, fmt.Errorf("register %s in consul: %w", id, err)
+		}
+		log.Info("demo service up", "service", name, "id", id, "version", version, "addr", b.Addr().String())
+		return func() { _ = client.Agent().ServiceDeregister(id) }, nil
+	}
 
-	// 4. Steady traffic through xds:///greeter.
-	cc, err := demo.Dial(demo.Bootstrap(o.xdsAddr, "demo-client-1", "demo-client"), "greeter")
+	// 3. Two versions of greeter, registered with a TCP check, each
+	// sending its server spans to signalbox.
+	for i, v := range []string{"v1", "v1", "v2"} {
+		id := fmt.Sprintf("greeter-%s-%d", v, i+1)
+		tr, err := traced("greeter", v)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tr.Shutdown(context.Background()) }()
+		b, err := demo.StartBackendWith("127.0.0.1:0", id, v, demo.BackendOptions{ServerOptions: []grpc.ServerOption{tr.ServerOption()}})
+		if err != nil {
+			return err
+		}
+		defer b.Stop()
+		deregister, err := register(id, "greeter", v, b)
+		if err != nil {
+			return err
+		}
+		defer deregister()
+	}
+
+	// 4. web, a front that calls greeter through xds:///greeter.
+	webTr, err := traced("web", "v1")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = webTr.Shutdown(context.Background()) }()
+	upstream, err := demo.Dial(demo.Bootstrap(o.xdsAddr, "web-1", "web"), "greeter", webTr.DialOption())
+	if err != nil {
+		return err
+	}
+	defer upstream.Close()
+	web, err := demo.StartBackendWith("127.0.0.1:0", "web-1", "v1", demo.BackendOptions{ServerOptions: []grpc.ServerOption{webTr.ServerOption()}, Upstream: upstream})
+	if err != nil {
+		return err
+	}
+	defer web.Stop()
+	deregister, err := register("web-1", "web", "v1", web)
+	if err != nil {
+		return err
+	}
+	defer deregister()
+
+	// 5. Steady traffic: a client calls web through xds:///web.
+	cc, err := demo.Dial(demo.Bootstrap(o.xdsAddr, "demo-client-1", "demo-client"), "web")
 	if err != nil {
 		return err
 	}
@@ -135,20 +187,28 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	fmt.Fprintf(out, `
 signalbox demo is running. Look at:
+  the live service graph                  http://%[1]s/api/v1/graph?by=version   (or: bin/signalbox graph --addr %[1]s --by version)
+  the graph as it changes (SSE)           http://%[1]s/api/v1/graph/stream
+  releases                                http://%[1]s/api/v1/rollouts
+  the HTTP API (OpenAPI)                  http://%[1]s/api/v1/openapi.yaml
   xDS clients and what they acknowledged  http://%[1]s/debug/xds/clients
   what signalbox serves                   http://%[1]s/debug/xds/status
-  connected Envoy sidecars                http://%[1]s/debug/xds/sidecars
   Consul view and staleness               http://%[1]s/debug/consul
   Prometheus metrics                      http://%[1]s/metrics
   Consul UI                               http://%[2]s/ui
   logs                                    %[3]s/
-The demo client calls xds:///greeter %[4]d times a second (2 instances of v1, 1 of v2).
+The demo client calls xds:///web %[4]d times a second; web calls xds:///greeter (2 instances of v1, 1 of v2).
+
+Release greeter v2 (operator token below; it is in %[6]s):
+  export SIGNALBOX_ADDR=%[1]s SIGNALBOX_TOKEN=%[7]s
+  bin/signalbox rollout start --service greeter --baseline v1 --candidate v2 --steps 10,50 --step-interval 20s --min-requests 20 --watch
+  bin/signalbox rollout list
 Try: consul maint -enable -service greeter-v2-3 -http-addr=%[2]s   (traffic leaves v2)
      bin/signalbox bootstrap --service greeter --node-id greeter-envoy-1 --app-port 50051 --xds-addr %[5]s
                                                       (an Envoy sidecar's bootstrap for this demo)
 Ctrl-C stops everything the demo started.
 
-`, o.httpAddr, o.consulAddr, o.logDir, o.rps, o.xdsAddr)
+`, o.httpAddr, o.consulAddr, o.logDir, o.rps, o.xdsAddr, tokensFile, token)
 
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
@@ -211,4 +271,23 @@ func poll(ctx context.Context, within time.Duration, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// writeToken makes a fresh operator token for this run and writes the
+// tokens file signalbox reads (mode 0600, as signalbox requires).
+func writeToken(dir string) (token, path string, err error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", fmt.Errorf("operator token: %w", err)
+	}
+	token = hex.EncodeToString(b)
+	path = filepath.Join(dir, "api-tokens")
+	if err := os.WriteFile(path, []byte("# written by signalbox-demo\noperator:"+token+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", path, err)
+	}
+	// WriteFile keeps the mode of a file that was there: make sure.
+	if err := os.Chmod(path, 0o600); err != nil {
+		return "", "", fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return token, path, nil
 }

@@ -402,7 +402,7 @@ func (c *Controller) Create(ctx context.Context, spec rollout.Spec, actor string
 	}
 	vs, ok := c.o.Catalog.Versions(spec.Service)
 	if !ok {
-		return rollout.Rollout{}, fmt.Errorf("%w: signalbox has not read Consul's catalog yet; try again in a moment", rollout.ErrConflict)
+		return rollout.Rollout{}, fmt.Errorf("%w: signalbox has not read Consul's catalog yet; try again in a moment", rollout.ErrUnavailable)
 	}
 	if len(vs) == 0 {
 		return rollout.Rollout{}, fmt.Errorf("%w: service %q is not in Consul", rollout.ErrNotFound, spec.Service)
