@@ -10,9 +10,8 @@ import (
 type AnalysisState struct {
 	Test analysis.State `json:"test"`
 	// SwitchedAt is the look of a blue-green switch: after it the baseline
-	// takes no traffic, so only the guards judge (see the closing note:
-	// a one-sample test against the baseline's rate before the switch is
-	// still to come).
+	// takes no traffic, and the candidate is held to the baseline's rate
+	// from before the switch (analysis.Switch) and to the guards.
 	SwitchedAt uint64 `json:"switchedAt,omitempty"`
 }
 
@@ -54,5 +53,20 @@ func (a *AnalysisState) Summary(spec AnalysisSpec) Decision {
 	return d
 }
 
-// Switched marks the blue-green switch.
-func (a *AnalysisState) Switched() { a.SwitchedAt = a.Test.Looks + 1 }
+// Switched marks the blue-green switch, giving the post-promotion test its
+// share of the false-rollback rate.
+func (a *AnalysisState) Switched(budget float64) {
+	a.SwitchedAt = a.Test.Looks + 1
+	a.Test = analysis.Switch(a.Test, budget)
+}
+
+// judged is the analysis as the test runs it: a blue-green release spends
+// half its false-rollback rate on the preview and half after the switch,
+// so that the whole release stays within alpha.
+func (s Spec) judged() AnalysisSpec {
+	a := s.Analysis
+	if s.Strategy == BlueGreen {
+		a.Alpha /= 2
+	}
+	return a
+}

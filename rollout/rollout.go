@@ -297,7 +297,7 @@ func reasonSuffix(why string) string {
 // look feeds the traffic since the previous look to the analysis.
 func (r *Rollout) look(s Sample, now time.Time) {
 	r.StepRequests += s.Candidate.Requests
-	d := r.Analysis.Observe(s, r.Spec.Analysis)
+	d := r.Analysis.Observe(s, r.Spec.judged())
 	if d.Verdict != VerdictFail {
 		return
 	}
@@ -324,7 +324,7 @@ func (r *Rollout) tick(now time.Time) {
 		enough := r.StepRequests >= r.Spec.Analysis.MinRequests
 		switch {
 		case held >= r.Spec.StepInterval.D() && enough:
-			d := r.Analysis.Summary(r.Spec.Analysis)
+			d := r.Analysis.Summary(r.Spec.judged())
 			r.History = append(r.History, Event{At: now, Kind: "decision", Step: r.Step, Weight: r.candidateWeight(),
 				Reason: fmt.Sprintf("step %d passed: %d candidate requests in %v, no anomaly", r.Step, r.StepRequests, held.Round(time.Second)), Stats: &d})
 			r.advance(now, "", false)
@@ -382,7 +382,7 @@ func (r *Rollout) promote(now time.Time, actor, why string) {
 		why += fmt.Sprintf("; switched to %s, watching for %v", r.Spec.Candidate, r.Spec.PostPromotionWindow.D())
 		// The post-promotion judgement compares the candidate with what
 		// the baseline did before the switch.
-		r.Analysis.Switched()
+		r.Analysis.Switched(r.Spec.Analysis.Alpha / 2)
 	}
 	r.moveTo(Promoting, now, actor, why)
 }

@@ -226,6 +226,9 @@ type State struct {
 	LogLR []float64 `json:"logLR,omitempty"`
 	// Failed holds the Fail, once there is one, so later looks repeat it.
 	Failed *Failure `json:"failed,omitempty"`
+	// Reference, after a blue-green switch (see Switch), holds the
+	// candidate to the baseline's rate from before it.
+	Reference *Reference `json:"reference,omitempty"`
 }
 
 // Failure is the look that failed the candidate.
@@ -256,6 +259,9 @@ func (s State) Validate() error {
 	}
 	if e := s.ExpectedCandidateErrors; math.IsNaN(e) || math.IsInf(e, 0) || e < 0 {
 		return fmt.Errorf("state: expectedCandidateErrors is %v", e)
+	}
+	if err := s.Reference.validate(len(s.Prior)); err != nil {
+		return fmt.Errorf("state: %w", err)
 	}
 	return nil
 }
@@ -288,6 +294,8 @@ type Stats struct {
 	Alpha     float64 `json:"alpha"`
 	// LatencyRatio is candidate p99 / baseline p99, when it was evaluated.
 	LatencyRatio *float64 `json:"latencyRatio,omitempty"`
+	// Reference is the one-sample test after a blue-green switch.
+	Reference *ReferenceStats `json:"reference,omitempty"`
 }
 
 // Decision is the outcome of one look.
@@ -358,10 +366,17 @@ func Step(s State, in Increment, cfg Config) (State, Decision, error) {
 		}
 	}
 
+	n.observeReference(in)
+
 	st := n.stats(in, cfg)
 	threshold := st.Threshold
 	d := Decision{Stats: st}
+	ref := st.Reference
 	switch {
+	case ref != nil && ref.LogLambda >= ref.Threshold:
+		d.Verdict, d.Check = Fail, CheckSequential
+		d.Reason = fmt.Sprintf("since the switch the candidate's error rate is %.3g%% (%d of %d requests), anomalous against the baseline's before it (at most %.3g%% with %g%% confidence, from %d of %d); log Λ %.2f ≥ %.2f",
+			100*ref.Candidate.ErrorRate(), ref.Candidate.Errors, ref.Candidate.Requests, 100*ref.Rate, 100*(1-ref.Alpha), ref.Baseline.Errors, ref.Baseline.Requests, ref.LogLambda, ref.Threshold)
 	case st.LogLambda >= threshold:
 		d.Verdict, d.Check = Fail, CheckSequential
 		d.Reason = fmt.Sprintf("the candidate's errors are anomalous against the baseline's: %d errors where %.1f were expected at the baseline's rate (most likely %s the baseline's rate); log Λ %.2f ≥ %.2f (α %g)",
@@ -384,7 +399,11 @@ func Step(s State, in Increment, cfg Config) (State, Decision, error) {
 		d.Verdict = Continue
 		d.Reason = fmt.Sprintf("no evidence against the candidate: %d errors where %.1f were expected at the baseline's rate; log Λ %.2f < %.2f",
 			st.ComparedCandidateErrors, st.ExpectedCandidateErrors, st.LogLambda, threshold)
-		if in.Baseline.Requests == 0 {
+		switch {
+		case in.Baseline.Requests == 0 && ref != nil:
+			d.Reason = fmt.Sprintf("no evidence against the candidate since the switch: %d errors in %d requests against the baseline's rate before it (at most %.3g%%); log Λ %.2f < %.2f",
+				ref.Candidate.Errors, ref.Candidate.Requests, 100*ref.Rate, ref.LogLambda, ref.Threshold)
+		case in.Baseline.Requests == 0:
 			d.Reason += "; the baseline had no requests in this look, so only the guards judged it"
 		}
 	}
@@ -432,6 +451,7 @@ func (s State) stats(in Increment, cfg Config) Stats {
 		}
 	}
 	st.LogLambda = logSumExp(terms)
+	st.Reference = s.referenceStats()
 	if l := in.Latency; l != nil && l.BaselineP99Ms > 0 && min(l.BaselineRequests, l.CandidateRequests) >= cfg.MinLatencyRequests {
 		r := l.CandidateP99Ms / l.BaselineP99Ms
 		if !math.IsInf(r, 0) { // a p99 near the float64 maximum over a tiny one
