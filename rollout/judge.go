@@ -50,6 +50,7 @@ func (a *AnalysisState) Summary(spec AnalysisSpec) Decision {
 	if err != nil {
 		return Decision{Verdict: analysis.InsufficientData, Reason: err.Error()}
 	}
+	d.Stats.Looks = a.Test.Looks // the empty increment was not a look
 	return d
 }
 

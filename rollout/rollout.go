@@ -362,6 +362,7 @@ func (r *Rollout) advance(now time.Time, actor string, passGate bool) {
 	if r.Phase != Progressing {
 		r.moveTo(Progressing, now, actor, why)
 	}
+	r.Reason = why
 }
 
 func (r *Rollout) gated(step int) bool {

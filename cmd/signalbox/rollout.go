@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -310,11 +311,14 @@ func exactlyOne(what string) cobra.PositionalArgs {
 	}
 }
 
-// watchRollout redraws the release every interval until it ends.
+// watchRollout follows the release every interval until it ends. On a
+// terminal it redraws a live display in place; into a pipe or a file it
+// writes each new event once, and the state line when it changes.
 func watchRollout(ctx context.Context, c *apiClient, id string, w io.Writer, every time.Duration) error {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	shown := 0
+	live := isTerminal(w)
+	shown, last := 0, ""
 	for {
 		var r rollout.Rollout
 		if err := c.do(ctx, http.MethodGet, "/api/v1/rollouts/"+id, nil, &r); err != nil {
@@ -323,7 +327,12 @@ func watchRollout(ctx context.Context, c *apiClient, id string, w io.Writer, eve
 			}
 			return err
 		}
-		shown = printRollout(w, r, shown)
+		if live {
+			// Home, draw, clear what the previous frame left below.
+			fmt.Fprint(w, "\x1b[H\x1b[2J"+renderWatch(r, time.Now(), 12))
+		} else {
+			shown, last = printRolloutChanges(w, r, shown, last)
+		}
 		if r.Phase.Terminal() {
 			return nil
 		}
@@ -333,6 +342,79 @@ func watchRollout(ctx context.Context, c *apiClient, id string, w io.Writer, eve
 		case <-tick.C:
 		}
 	}
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// printRolloutChanges is printRollout that writes the state line only when
+// it changed since last; it returns the events shown and the state line.
+func printRolloutChanges(w io.Writer, r rollout.Rollout, shown int, last string) (int, string) {
+	var b strings.Builder
+	n := printRollout(&b, r, shown)
+	lines := strings.SplitAfter(b.String(), "\n")
+	state := ""
+	if k := len(lines) - 2; k >= 0 && strings.HasPrefix(lines[k], "now: ") {
+		state = lines[k]
+		lines = lines[:k]
+	}
+	fmt.Fprint(w, strings.Join(lines, ""))
+	if state != last {
+		fmt.Fprint(w, state)
+	}
+	return n, state
+}
+
+// renderWatch is the live display of a release: what it is, its steps with
+// the current one marked, the weights, the analysis so far, and the last
+// events (at most maxEvents).
+func renderWatch(r rollout.Rollout, now time.Time, maxEvents int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %s %s → %s (%s)   %s\n", r.ID, r.Spec.Service, r.Spec.Baseline, r.Spec.Candidate, r.Spec.Strategy, now.Local().Format(time.TimeOnly))
+	fmt.Fprintf(&b, "phase    %s — %s\n", r.Phase, r.Reason)
+	fmt.Fprintf(&b, "steps    %s\n", stepsText(r))
+	if !r.Phase.Terminal() && r.Phase != rollout.Pending {
+		fmt.Fprintf(&b, "         step %s for %v of %v, %d candidate requests of %d needed\n", stepText(r),
+			now.Sub(r.StepStartedAt).Round(time.Second), r.Spec.StepInterval.D(), r.StepRequests, r.Spec.Analysis.MinRequests)
+	}
+	cw := candidateWeight(r)
+	const width = 40
+	bar := strings.Repeat("█", int(cw)*width/100)
+	fmt.Fprintf(&b, "weights  %s %3d%% %s%s %3d%% %s\n", r.Spec.Baseline, 100-cw, strings.Repeat("░", width-len([]rune(bar))), bar, cw, r.Spec.Candidate)
+	d := r.Analysis.Summary(r.Spec.Analysis)
+	st := d.Stats
+	fmt.Fprintf(&b, "analysis %d looks; baseline %d/%d errors (%.2f%%), candidate %d/%d errors (%.2f%%)\n", st.Looks,
+		st.Baseline.Errors, st.Baseline.Requests, 100*st.BaselineErrorRate, st.Candidate.Errors, st.Candidate.Requests, 100*st.CandidateErrorRate)
+	if st.Threshold > 0 {
+		fill := int(math.Max(0, math.Min(1, st.LogLambda/st.Threshold)) * 20)
+		fmt.Fprintf(&b, "         evidence against the candidate: log Λ %.2f of %.2f [%s%s] (α %g)\n", st.LogLambda, st.Threshold,
+			strings.Repeat("#", fill), strings.Repeat(".", 20-fill), st.Alpha)
+	}
+	if ref := st.Reference; ref != nil {
+		fmt.Fprintf(&b, "         since the switch: %d/%d errors against at most %.3g%%; log Λ %.2f of %.2f\n",
+			ref.Candidate.Errors, ref.Candidate.Requests, 100*ref.Rate, ref.LogLambda, ref.Threshold)
+	}
+	b.WriteString("history\n")
+	events := r.History
+	if len(events) > maxEvents {
+		fmt.Fprintf(&b, "  … %d earlier events (signalbox rollout status %s)\n", len(events)-maxEvents, r.ID)
+		events = events[len(events)-maxEvents:]
+	}
+	for _, e := range events {
+		line := fmt.Sprintf("  %s  %-8s step %d  %3d%%  %s", e.At.Local().Format(time.TimeOnly), e.Kind, e.Step, e.Weight, e.Reason)
+		if e.Actor != "" {
+			line += "  [" + e.Actor + "]"
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
 }
 
 // printRollout writes the header line and the history from event shown on;
