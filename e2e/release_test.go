@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,14 +44,14 @@ type releaseRig struct {
 	cc       *grpc.ClientConn
 }
 
-func startReleaseRig(t *testing.T) *releaseRig {
+func startReleaseRig(t *testing.T, extra ...string) *releaseRig {
 	t.Helper()
 	c := consultest.Start(t)
 	tokens := filepath.Join(t.TempDir(), "tokens")
 	if err := os.WriteFile(tokens, []byte("operator:"+opToken+"\nviewer:"+viewerToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--api-tokens", tokens, "--rollout-interval", "250ms", "--zipkin-settle", "500ms"}
+	args := append([]string{"--api-tokens", tokens, "--rollout-interval", "250ms", "--zipkin-settle", "500ms"}, extra...)
 	r := &releaseRig{t: t, consul: c, args: args, backends: map[string]*demo.Backend{}}
 	r.sb = startSignalbox(t, c.HTTPAddr(), "", args...)
 	for _, v := range []string{"v1", "v2"} {
@@ -200,8 +201,8 @@ func TestReleaseHealthyCandidateIsPromoted(t *testing.T) {
 	var passed, created int
 	for _, e := range ro.History {
 		if e.Kind == "decision" {
-			if e.Stats == nil || e.Stats.Stats.Candidate.Requests < 50 {
-				t.Errorf("a decision without its statistics: %+v", e)
+			if e.Stats == nil || e.Stats.Stats.Candidate.Requests < 50 || e.Stats.Verdict != "continue" {
+				t.Errorf("a passed step's decision without its statistics or verdict: %+v", e)
 			}
 			passed++
 		}
@@ -219,10 +220,46 @@ func TestReleaseHealthyCandidateIsPromoted(t *testing.T) {
 	}
 }
 
+// webhookSink is a webhook receiver: it keeps every notification.
+type webhookSink struct {
+	mu  sync.Mutex
+	got []map[string]any
+}
+
+func (w *webhookSink) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
+	var n map[string]any
+	if req.Header.Get("Content-Type") != "application/json" || json.NewDecoder(req.Body).Decode(&n) != nil {
+		http.Error(rw, "want a JSON notification", http.StatusBadRequest)
+		return
+	}
+	w.mu.Lock()
+	w.got = append(w.got, n)
+	w.mu.Unlock()
+}
+
+func (w *webhookSink) find(kind, to string) map[string]any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range w.got {
+		if n["kind"] == kind && (to == "" || n["to"] == to) {
+			return n
+		}
+	}
+	return nil
+}
+
 // TestReleaseFailingCandidateIsRolledBack: a candidate failing 10% of calls
-// is rolled back by the analysis alone; traffic returns to the baseline.
+// is rolled back by the analysis alone; traffic returns to the baseline; a
+// webhook hears of it and the metrics count it.
 func TestReleaseFailingCandidateIsRolledBack(t *testing.T) {
-	r := startReleaseRig(t)
+	sink := &webhookSink{}
+	hook := httptest.NewServer(sink)
+	t.Cleanup(hook.Close)
+	hooks := filepath.Join(t.TempDir(), "webhooks.json")
+	if err := os.WriteFile(hooks, []byte(`{"webhooks":[{"url":"`+hook.URL+`/release","services":["greeter"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startReleaseRig(t, "--rollout-webhooks", hooks)
 	r.backends["v2"].SetFailureRate(0.10)
 	r.load(3 * time.Millisecond)
 	// A long hold: only the analysis can end this rollout in time.
@@ -250,6 +287,18 @@ func TestReleaseFailingCandidateIsRolledBack(t *testing.T) {
 	t.Logf("rolled back: %s (candidate %d/%d errors, baseline %d/%d, log Λ %.2f ≥ %.2f)", fail.Reason,
 		st.Candidate.Errors, st.Candidate.Requests, st.Baseline.Errors, st.Baseline.Requests, st.LogLambda, st.Threshold)
 	eventually(t, 10*time.Second, "client traffic is all back on v1", func() bool { return onlyReaches(r.cc, 100, "v1") })
+	eventually(t, 10*time.Second, "the webhook hears of the rollback", func() bool {
+		return sink.find("phase", "RolledBack") != nil && sink.find("decision", "") != nil && sink.find("command", "") != nil
+	})
+	if n := sink.find("decision", ""); n["rolloutId"] != "greeter.1" || n["stats"] == nil {
+		t.Errorf("the decision's notification: %v, want the rollout and its statistics", n)
+	}
+	_, metrics := r.sb.get("/metrics")
+	for _, want := range []string{`signalbox_rollout_rollbacks_total{service="greeter"} 1`, `signalbox_rollout_decisions_total{service="greeter",verdict="fail"} 1`, `signalbox_notify_delivered_total{webhook="0"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // TestReleaseWithoutTrafficPauses: with no calls the rollout holds its step,

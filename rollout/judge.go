@@ -51,6 +51,13 @@ func (a *AnalysisState) Summary(spec AnalysisSpec) Decision {
 		return Decision{Verdict: analysis.InsufficientData, Reason: err.Error()}
 	}
 	d.Stats.Looks = a.Test.Looks // the empty increment was not a look
+	if d.Verdict == analysis.InsufficientData && a.Test.Failed == nil {
+		// Asked for when a step passed: its data sufficed, and nothing
+		// spoke against the candidate.
+		d.Verdict = analysis.Continue
+		d.Reason = fmt.Sprintf("no evidence against the candidate: %d errors where %.1f were expected at the baseline's rate; log Λ %.2f < %.2f",
+			d.Stats.ComparedCandidateErrors, d.Stats.ExpectedCandidateErrors, d.Stats.LogLambda, d.Stats.Threshold)
+	}
 	return d
 }
 

@@ -21,7 +21,10 @@ import (
 
 	"github.com/signalbox/signalbox/api"
 	"github.com/signalbox/signalbox/discovery/consul"
+	"github.com/signalbox/signalbox/rollout"
 	"github.com/signalbox/signalbox/rollout/controller"
+	"github.com/signalbox/signalbox/rollout/metrics"
+	"github.com/signalbox/signalbox/rollout/notify"
 	"github.com/signalbox/signalbox/topology"
 	"github.com/signalbox/signalbox/topology/als"
 	"github.com/signalbox/signalbox/topology/zipkin"
@@ -52,6 +55,7 @@ type serveConfig struct {
 	rolloutInterval time.Duration
 	rolloutPrefix   string
 	zipkinSettle    time.Duration
+	webhooks        string
 	// policy is the telemetry and traffic policy from the config file's
 	// sections, with the defaults filled in.
 	policy policy.Config
@@ -104,6 +108,7 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.apiTokens, "api-tokens", "", "file of API bearer tokens, one \"role:token\" a line (role viewer or operator); without it the API is read-only")
 	fs.DurationVar(&c.zipkinSettle, "zipkin-settle", 5*time.Second, "how long a trace must be quiet before its spans are linked into the graph")
+	fs.StringVar(&c.webhooks, "rollout-webhooks", "", "JSON file of webhooks told of every release's phase changes and decisions")
 	fs.DurationVar(&c.rolloutInterval, "rollout-interval", time.Second, "how often the release controller looks at the traffic")
 	fs.StringVar(&c.rolloutPrefix, "rollout-kv-prefix", "signalbox/rollouts/", "Consul KV prefix where rollouts are kept")
 
@@ -259,6 +264,17 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		httpLis.Close()
 		return err
 	}
+	var hooks notify.Config
+	if c.webhooks != "" {
+		if hooks, err = notify.LoadConfig(c.webhooks); err != nil {
+			xdsLis.Close()
+			httpLis.Close()
+			return fmt.Errorf("--rollout-webhooks: %w", err)
+		}
+	}
+	notifier := notify.New(hooks, notify.Options{Logger: log.With("part", "notify")})
+	reg.MustRegister(notifier)
+	rolloutMetrics := metrics.New(reg)
 	releases := controller.New(controller.Options{
 		Client:   client,
 		Prefix:   c.rolloutPrefix,
@@ -269,6 +285,10 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Logger:   log.With("part", "rollout"),
 		// Only one process can listen on this address on this host.
 		ReplicaID: replicaID(httpLis.Addr().String()),
+		OnChange: func(old, new rollout.Rollout) {
+			notifier.Notify(old, new)
+			rolloutMetrics.Observe(old, new)
+		},
 	})
 
 	ready := func() (bool, string) {
@@ -310,6 +330,23 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	g.Go(func() error { return xsrv.Run(ctx) })
 	g.Go(func() error { return spans.Run(ctx) })
 	g.Go(func() error { return releases.Run(ctx) })
+	g.Go(func() error { return notifier.Run(ctx) })
+	g.Go(func() error {
+		// The gauges follow KV on every replica, not only on the one that
+		// wrote the change.
+		tick := time.NewTicker(15 * time.Second)
+		defer tick.Stop()
+		for {
+			if all, err := releases.List(ctx, false); err == nil {
+				rolloutMetrics.Set(all)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
 	g.Go(func() error {
 		// Idle edges expire once they have left the longest window.
 		tick := time.NewTicker(time.Minute)

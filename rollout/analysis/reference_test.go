@@ -60,6 +60,7 @@ func switchedRun(rng *rand.Rand, budget, rate, p, effect float64, post int) bool
 // switched back at most the budget's share of the time, the bound's
 // uncertainty included.
 func TestSwitchAAFalseSwitchBacks(t *testing.T) {
+	t.Parallel()
 	const runs, budget = 1500, 0.02
 	rng := rand.New(rand.NewPCG(21, 0))
 	failed := 0
@@ -78,6 +79,7 @@ func TestSwitchAAFalseSwitchBacks(t *testing.T) {
 
 // TestSwitchDetects: a candidate 5× worse after the switch is switched back.
 func TestSwitchDetects(t *testing.T) {
+	t.Parallel()
 	const runs = 200
 	rng := rand.New(rand.NewPCG(22, 0))
 	detected := 0

@@ -453,7 +453,7 @@ func (c *Controller) Create(ctx context.Context, spec rollout.Spec, actor string
 		c.publishLocked()
 		c.mu.Unlock()
 		if c.o.OnChange != nil {
-			c.o.OnChange(r, next)
+			c.o.OnChange(rollout.Rollout{}, next) // a new rollout: every event is news
 		}
 		return next, nil
 	}
