@@ -209,3 +209,34 @@ func TestTransitionsTableIsTheDocs(t *testing.T) {
 		t.Errorf("docs/release-guide.md's phase table differs from Transitions(); it should read:\n%s", strings.Join(want, "\n"))
 	}
 }
+
+// Mirroring: before step 1 the candidate gets a copy of some of the traffic
+// (responses discarded) and no user request; the mirror is not judged; after
+// one step interval step 1 starts without it.
+func TestMirrorBeforeStepOne(t *testing.T) {
+	spec := canarySpec()
+	spec.MirrorPercent = 20
+	r := New("greeter.1", spec, t0)
+	r, p, err := Step(r, Observation{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Mirroring || r.Step != 0 || p.Mirror == nil || p.Mirror.Subset != "v2" || p.Mirror.Percent != 20 || weights(p)["v2"] != 0 || weights(p)["v1"] != 100 {
+		t.Fatalf("start: mirroring %v step %d plan %+v weights %v; want a 20%% mirror to v2 and all user traffic on v1", r.Mirroring, r.Step, p.Mirror, weights(p))
+	}
+	// Errors of mirrored requests say nothing: they are not judged.
+	r, _, _ = Step(r, Observation{Sample: &Sample{Baseline: VersionSample{Requests: 100}, Candidate: VersionSample{Requests: 20, Errors: 20}}}, t0.Add(30*time.Second))
+	if r.Phase != Progressing || !r.Mirroring {
+		t.Fatalf("mirrored errors moved the rollout: %s mirroring %v", r.Phase, r.Mirroring)
+	}
+	r, p, _ = Step(r, Observation{}, t0.Add(time.Minute))
+	if r.Mirroring || r.Step != 1 || p.Mirror != nil || weights(p)["v2"] != 10 {
+		t.Fatalf("after the mirror hold: mirroring %v step %d mirror %+v weights %v; want step 1 at 10%% without a mirror", r.Mirroring, r.Step, p.Mirror, weights(p))
+	}
+	checkTransitions(t, r)
+	// Blue-green has no mirror step: its preview is the candidate's exercise.
+	bg := Spec{Service: "greeter", Strategy: BlueGreen, Baseline: "v1", Candidate: "v2", MirrorPercent: 20}.WithDefaults()
+	if err := bg.Validate(); err == nil || !strings.Contains(err.Error(), "mirrorPercent") {
+		t.Errorf("blue-green with a mirror: %v, want a refusal naming mirrorPercent", err)
+	}
+}

@@ -210,6 +210,8 @@ func (s Spec) Validate() error {
 	}
 	if s.MirrorPercent < 0 || s.MirrorPercent > 100 {
 		bad("mirrorPercent %v: want 0 (off) to 100", s.MirrorPercent)
+	} else if s.MirrorPercent > 0 && s.Strategy == BlueGreen {
+		bad("mirrorPercent: only for strategy canary; a blue-green preview already exercises the candidate")
 	}
 	a := s.Analysis
 	if a.Alpha <= 0 || a.Alpha >= 0.5 {
