@@ -186,6 +186,15 @@ func TestSpecValidateSaysWhatToFix(t *testing.T) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
 	}
+	// Header routes get the plan's own checks, not a looser copy.
+	m := canarySpec()
+	m.Matches = []HeaderRoute{{Header: "x-canary", Value: " 1"}, {Header: "x canary", Value: "1"}, {Header: "x-user-bin", Value: "a"}}
+	err = m.WithDefaults().Validate()
+	for _, want := range []string{"matches[0]: header x-canary: value \" 1\": leading or trailing spaces never match", "matches[1]: header \"x canary\"", "matches[2]: header \"x-user-bin\": binary (-bin) metadata cannot be matched"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
 }
 
 // The docs show the state machine; it must be the code's.

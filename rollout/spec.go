@@ -179,7 +179,9 @@ func (s Spec) Validate() error {
 		if len(s.Steps) > 0 {
 			bad("steps: a blue-green release has no steps: it previews, then switches at once")
 		}
-		if _, _, err := ParseHeader(s.PreviewHeader); err != nil {
+		if name, value, err := ParseHeader(s.PreviewHeader); err != nil {
+			bad("previewHeader: %v", err)
+		} else if err := (HeaderRoute{Header: name, Value: value, Subset: s.Candidate}).Validate(); err != nil {
 			bad("previewHeader: %v", err)
 		}
 		if s.PostPromotionWindow.D() < 0 {
@@ -198,14 +200,13 @@ func (s Spec) Validate() error {
 		}
 	}
 	for i, m := range s.Matches {
-		if err := validHeaderName(m.Header); err != nil {
-			bad("matches[%d].header: %v", i, err)
-		}
-		if m.Value == "" {
-			bad("matches[%d].value: required", i)
-		}
 		if m.Subset != "" && m.Subset != s.Candidate {
 			bad("matches[%d].subset %q: matches route to the candidate %q; leave subset out", i, m.Subset, s.Candidate)
+			continue
+		}
+		// The plan's own check: what the routes will carry.
+		if err := (HeaderRoute{Header: m.Header, Value: m.Value, Subset: s.Candidate}).Validate(); err != nil {
+			bad("matches[%d]: %v", i, err)
 		}
 	}
 	if s.MirrorPercent < 0 || s.MirrorPercent > 100 {
