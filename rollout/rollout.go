@@ -395,6 +395,10 @@ func (r *Rollout) moveTo(to Phase, now time.Time, actor, why string) {
 
 func (r *Rollout) candidateWeight() uint32 { return r.candidateWeightIn(r.Phase) }
 
+// CandidateWeight is the candidate's share of user traffic, in percent, in
+// the plan the rollout serves (header matches and a mirror aside).
+func (r Rollout) CandidateWeight() uint32 { return r.candidateWeightIn(r.Phase) }
+
 // candidateWeightIn is the candidate's share of user traffic in a phase.
 func (r *Rollout) candidateWeightIn(p Phase) uint32 {
 	switch p {

@@ -243,7 +243,7 @@ func rolloutList(f *clientFlags) *cobra.Command {
 			fmt.Fprintln(tw, "ID\tSERVICE\tSTRATEGY\tBASELINE\tCANDIDATE\tPHASE\tSTEP\tWEIGHT\tUPDATED")
 			for _, r := range out.Rollouts {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d%%\t%s\n", r.ID, r.Spec.Service, r.Spec.Strategy, r.Spec.Baseline, r.Spec.Candidate,
-					r.Phase, stepText(r), candidateWeight(r), r.UpdatedAt.Local().Format(time.DateTime))
+					r.Phase, stepText(r), r.CandidateWeight(), r.UpdatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -384,7 +384,7 @@ func renderWatch(r rollout.Rollout, now time.Time, maxEvents int) string {
 		fmt.Fprintf(&b, "         step %s for %v of %v, %d candidate requests of %d needed\n", stepText(r),
 			now.Sub(r.StepStartedAt).Round(time.Second), r.Spec.StepInterval.D(), r.StepRequests, r.Spec.Analysis.MinRequests)
 	}
-	cw := candidateWeight(r)
+	cw := r.CandidateWeight()
 	const width = 40
 	bar := strings.Repeat("█", int(cw)*width/100)
 	fmt.Fprintf(&b, "weights  %s %3d%% %s%s %3d%% %s\n", r.Spec.Baseline, 100-cw, strings.Repeat("░", width-len([]rune(bar))), bar, cw, r.Spec.Candidate)
@@ -436,7 +436,7 @@ func printRollout(w io.Writer, r rollout.Rollout, shown int) int {
 				st.Baseline.Errors, st.Baseline.Requests, st.Candidate.Errors, st.Candidate.Requests, st.LogLambda, st.Threshold)
 		}
 	}
-	fmt.Fprintf(w, "now: %s, step %s, candidate %d%% — %s\n", r.Phase, stepText(r), candidateWeight(r), r.Reason)
+	fmt.Fprintf(w, "now: %s, step %s, candidate %d%% — %s\n", r.Phase, stepText(r), r.CandidateWeight(), r.Reason)
 	return len(r.History)
 }
 
@@ -465,23 +465,4 @@ func stepText(r rollout.Rollout) string {
 		n = 2
 	}
 	return fmt.Sprintf("%d/%d", r.Step, n)
-}
-
-// candidateWeight is the candidate's share in the plan the rollout serves.
-func candidateWeight(r rollout.Rollout) uint32 {
-	p := rollout.PlanOf(r)
-	if p == nil {
-		return 0
-	}
-	var total, cand uint32
-	for _, w := range p.Weights {
-		total += w.Weight
-		if w.Subset == r.Spec.Candidate {
-			cand = w.Weight
-		}
-	}
-	if total == 0 {
-		return 0
-	}
-	return cand * 100 / total
 }

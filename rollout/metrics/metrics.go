@@ -179,7 +179,7 @@ func (m *Metrics) setWeight(r rollout.Rollout) {
 		m.weight.DeleteLabelValues(r.Spec.Service, r.ID)
 		return
 	}
-	m.weight.WithLabelValues(r.Spec.Service, r.ID).Set(CandidateWeight(r))
+	m.weight.WithLabelValues(r.Spec.Service, r.ID).Set(float64(r.CandidateWeight()))
 }
 
 // setPhases counts the current rollouts by phase.
@@ -194,25 +194,4 @@ func (m *Metrics) setPhases() {
 	for p, c := range n {
 		m.rollouts.WithLabelValues(string(p)).Set(float64(c))
 	}
-}
-
-// CandidateWeight is the candidate's share, in percent, of the weighted
-// route in the plan the rollout asks for: 0 with no plan, and whatever
-// header matches or a mirror send it.
-func CandidateWeight(r rollout.Rollout) float64 {
-	p := rollout.PlanOf(r)
-	if p == nil {
-		return 0
-	}
-	var total, candidate uint64
-	for _, w := range p.Weights {
-		total += uint64(w.Weight)
-		if w.Subset == r.Spec.Candidate {
-			candidate += uint64(w.Weight)
-		}
-	}
-	if total == 0 {
-		return 0
-	}
-	return 100 * float64(candidate) / float64(total)
 }

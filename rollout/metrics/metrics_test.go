@@ -25,7 +25,7 @@ type change struct{ old, new rollout.Rollout }
 // look is one second of traffic: n requests split by the candidate's
 // weight, with the given errors.
 func look(r rollout.Rollout, n, baseErr, candErr uint64) rollout.Observation {
-	c := n * uint64(CandidateWeight(r)) / 100
+	c := n * uint64(r.CandidateWeight()) / 100
 	return rollout.Observation{Sample: &rollout.Sample{
 		Baseline:  rollout.VersionSample{Requests: n - c, Errors: baseErr},
 		Candidate: rollout.VersionSample{Requests: c, Errors: candErr},
@@ -241,7 +241,7 @@ func TestCandidateWeight(t *testing.T) {
 		{"blue-green switched", promote(start(blueGreen)), 100},
 		{"failed: no plan", failed, 0},
 	} {
-		if got := CandidateWeight(tc.r); got != tc.want {
+		if got := float64(tc.r.CandidateWeight()); got != tc.want {
 			t.Errorf("%s (%s): %v, want %v", tc.name, tc.r.Phase, got, tc.want)
 		}
 	}
