@@ -3,8 +3,6 @@ package topology
 import (
 	"fmt"
 	"time"
-
-	"github.com/DataDog/sketches-go/ddsketch"
 )
 
 // Counts are a version's requests over a window.
@@ -50,20 +48,16 @@ func (s *Store) VersionCounts(service string, now time.Time, window time.Duratio
 	vc := VersionCounts{
 		Service: service,
 		Window:  (time.Duration(n) * s.opts.Bucket).String(),
-		Callers: s.countInto(&s.edges, service, first, last),
-		Self:    s.countInto(&s.served, service, first, last),
+		Callers: s.countInto(&s.edges, service, first, last, n),
+		Self:    s.countInto(&s.served, service, first, last, n),
 	}
 	return vc, nil
 }
 
-// countInto sums the series into service over [first, last], by target
-// version.
-func (s *Store) countInto(r *rings, service string, first, last int64) map[string]Counts {
-	type acc struct {
-		c  Counts
-		sk *ddsketch.DDSketch
-	}
-	by := map[string]*acc{}
+// countInto sums the series into service over the window of n buckets
+// [first, last], by target version.
+func (s *Store) countInto(r *rings, service string, first, last, n int64) map[string]Counts {
+	by := map[string]*sums{}
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
@@ -71,33 +65,33 @@ func (s *Store) countInto(r *rings, service string, first, last int64) map[strin
 			if k.Target.Service != service || se.lastSeen < first {
 				continue
 			}
-			for bi := range se.buckets {
-				b := &se.buckets[bi]
-				if b.latency == nil || b.index < first || b.index > last {
-					continue
-				}
-				a := by[k.Target.Version]
-				if a == nil {
-					a = &acc{sk: s.newSketch()}
-					by[k.Target.Version] = a
-				}
-				for _, c := range b.counts {
-					a.c.Requests += c
-				}
-				a.c.Errors += b.errors
-				_ = a.sk.MergeWith(b.latency)
+			closed, open := se.closed(n, last), se.at(last)
+			if (closed == nil || closed.requests() == 0) && open == nil {
+				continue
+			}
+			a := by[k.Target.Version]
+			if a == nil {
+				a = &sums{}
+				by[k.Target.Version] = a
+			}
+			if closed != nil {
+				a.addSums(closed)
+			}
+			if open != nil {
+				a.addBucket(open)
 			}
 		}
 		sh.mu.Unlock()
 	}
 	out := make(map[string]Counts, len(by))
+	var p99 [1]float64
 	for v, a := range by {
-		if a.c.Requests > 0 {
-			if q, err := a.sk.GetValueAtQuantile(0.99); err == nil {
-				a.c.P99Ms = q
-			}
+		c := Counts{Requests: a.requests(), Errors: a.errors}
+		if c.Requests > 0 {
+			s.lm.quantiles(p99[:], []float64{0.99}, c.Requests, &a.lat, nil)
+			c.P99Ms = p99[0]
 		}
-		out[v] = a.c
+		out[v] = c
 	}
 	return out
 }

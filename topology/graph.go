@@ -2,10 +2,7 @@ package topology
 
 import (
 	"fmt"
-	"sort"
 	"time"
-
-	"github.com/DataDog/sketches-go/ddsketch"
 )
 
 // By is the granularity of a graph.
@@ -60,16 +57,44 @@ func nodeID(n Node, by By) string {
 	return n.Service
 }
 
-type edgeAcc struct {
-	source, target Node
-	protocol       Protocol
-	counts         [numClasses]uint64
-	errors, bytes  uint64
-	latency        *ddsketch.DDSketch
+// part is one series' share of a graph edge: the sum of its window's closed
+// buckets and its open bucket, either nil.
+type part struct {
+	closed *sums
+	open   *bucket
+}
+
+func (p part) closedLat() *hist[uint64] {
+	if p.closed == nil {
+		return nil
+	}
+	return &p.closed.lat
+}
+
+func (p part) openLat() *hist[uint32] {
+	if p.open == nil {
+		return nil
+	}
+	return &p.open.lat
+}
+
+// classCounts are an edge's requests by class, by class name.
+func classCounts(counts [numClasses]uint64) map[string]uint64 {
+	m := make(map[string]uint64, numClasses)
+	for c, v := range counts {
+		m[classNames[c]] = v
+	}
+	return m
 }
 
 // Graph returns the graph of the window ending at now, whole buckets only
 // (the current bucket included). A window longer than the ring is cut to it.
+//
+// Per series, it reads the sum of the window's closed buckets, which the
+// series keeps and slides as buckets close (see window.go), and adds the
+// open bucket: a query costs edges, not edges × buckets. The edges' order
+// and nodes come from the cached layout (see layout.go). A shard's lock is
+// held while its edges' numbers are read, one shard at a time.
 func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error) {
 	if by != ByService && by != ByVersion {
 		return Graph{}, fmt.Errorf("topology: by=%q: want %q or %q", by, ByService, ByVersion)
@@ -79,103 +104,170 @@ func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error)
 	}
 	first, last, n := s.span(now, window)
 	seconds := (time.Duration(n) * s.opts.Bucket).Seconds()
+	lay := s.layout(by)
 
-	acc := map[EdgeKey]*edgeAcc{}
-	for i := range s.edges.shards {
-		sh := &s.edges.shards[i]
-		sh.mu.Lock()
-		for k, se := range sh.series {
-			if se.lastSeen < first {
-				continue
-			}
-			key := k
-			if by == ByService {
-				key.Source.Version, key.Target.Version = "", ""
-			}
-			a := acc[key]
-			for bi := range se.buckets {
-				b := &se.buckets[bi]
-				if b.latency == nil || b.index < first || b.index > last {
-					continue
-				}
-				if a == nil {
-					a = &edgeAcc{source: key.Source, target: key.Target, protocol: k.Protocol, latency: s.newSketch()}
-					acc[key] = a
-				}
-				for c := range b.counts {
-					a.counts[c] += b.counts[c]
-				}
-				a.errors += b.errors
-				a.bytes += b.bytes
-				_ = a.latency.MergeWith(b.latency)
-			}
+	// The numbers, in the layout's order; an edge without requests in the
+	// window keeps Requests 0 and is left out below.
+	edges := make([]GraphEdge, len(lay.edges))
+	classes := make([][numClasses]uint64, len(lay.edges))
+	var (
+		scratch fillScratch
+		sink    int64
+	)
+	for si, all := range lay.shards {
+		sh := &s.edges.shards[si]
+		// The lock is taken for lockedEdges edges at a time, so that
+		// writers wait little even when the sums are made afresh.
+		for len(all) > 0 {
+			items := all[:min(len(all), lockedEdges)]
+			all = all[len(items):]
+			sh.mu.Lock()
+			sink += prefetch(items, n, last)
+			s.fill(items, edges, classes, first, last, n, &scratch)
+			sh.mu.Unlock()
 		}
-		sh.mu.Unlock()
 	}
+	use(sink)
 
-	g := Graph{GeneratedAt: now.UTC(), Window: (time.Duration(n) * s.opts.Bucket).String(), Nodes: []GraphNode{}, Edges: []GraphEdge{}}
+	g := Graph{GeneratedAt: now.UTC(), Window: (time.Duration(n) * s.opts.Bucket).String(), Nodes: []GraphNode{}}
 	type nodeAcc struct {
-		node             Node
 		requests, errors uint64
+		seen             bool
 	}
-	nodes := map[string]*nodeAcc{}
-	touch := func(n Node) *nodeAcc {
-		id := nodeID(n, by)
-		na := nodes[id]
-		if na == nil {
-			if by == ByService {
-				n.Version = ""
-			}
-			na = &nodeAcc{node: n}
-			nodes[id] = na
+	nodes := make([]nodeAcc, len(lay.nodes))
+	kept := 0
+	for i := range edges {
+		e := edges[i]
+		if e.Requests == 0 {
+			continue
 		}
-		return na
+		le := &lay.edges[i]
+		e.Source, e.Target, e.Protocol = le.source, le.target, le.protocol
+		e.ByClass = classCounts(classes[i])
+		e.RPS = float64(e.Requests) / seconds
+		e.ErrorRate = float64(e.Errors) / float64(e.Requests)
+		edges[kept] = e
+		kept++
+		nodes[le.src].seen = true
+		t := &nodes[le.dst]
+		t.seen = true
+		t.requests += e.Requests
+		t.errors += e.Errors
 	}
-	for _, a := range acc {
-		var requests uint64
-		byClass := map[string]uint64{}
-		for c, v := range a.counts {
-			requests += v
-			byClass[classNames[c]] = v
+	g.Edges = edges[:kept:kept]
+	for i, na := range nodes {
+		if !na.seen {
+			continue
 		}
-		e := GraphEdge{
-			Source: nodeID(a.source, by), Target: nodeID(a.target, by), Protocol: a.protocol,
-			Requests: requests, Errors: a.errors, Bytes: a.bytes, ByClass: byClass,
-			RPS: float64(requests) / seconds,
-		}
-		if requests > 0 {
-			e.ErrorRate = float64(a.errors) / float64(requests)
-			qs, err := a.latency.GetValuesAtQuantiles([]float64{0.5, 0.95, 0.99})
-			if err == nil {
-				e.P50Ms, e.P95Ms, e.P99Ms = qs[0], qs[1], qs[2]
-			}
-		}
-		g.Edges = append(g.Edges, e)
-		touch(a.source)
-		t := touch(a.target)
-		t.requests += requests
-		t.errors += a.errors
-	}
-	for id, na := range nodes {
-		gn := GraphNode{ID: id, Service: na.node.Service, Version: na.node.Version, RPS: float64(na.requests) / seconds}
+		ln := &lay.nodes[i]
+		gn := GraphNode{ID: ln.id, Service: ln.node.Service, Version: ln.node.Version, RPS: float64(na.requests) / seconds}
 		if na.requests > 0 {
 			gn.ErrorRate = float64(na.errors) / float64(na.requests)
 		}
 		g.Nodes = append(g.Nodes, gn)
 	}
-	sort.Slice(g.Nodes, func(a, b int) bool { return g.Nodes[a].ID < g.Nodes[b].ID })
-	sort.Slice(g.Edges, func(a, b int) bool {
-		ea, eb := g.Edges[a], g.Edges[b]
-		if ea.Source != eb.Source {
-			return ea.Source < eb.Source
-		}
-		if ea.Target != eb.Target {
-			return ea.Target < eb.Target
-		}
-		return ea.Protocol < eb.Protocol
-	})
 	return g, nil
 }
+
+// lockedEdges is how many edges a graph query reads under one lock.
+const lockedEdges = 64
+
+// fillScratch is fill's memory, kept over a query.
+type fillScratch struct {
+	parts []part // an edge's series
+	sum   sums   // their sum, when more than one
+}
+
+// fill reads the numbers of items' edges into edges and classes (by the
+// layout's edge index); the items' shard's lock is held.
+func (s *Store) fill(items []layoutItem, edges []GraphEdge, classes [][numClasses]uint64, first, last, n int64, sc *fillScratch) {
+	var q [len(graphQuantiles)]float64
+	for _, it := range items {
+		sc.parts = sc.parts[:0]
+		for _, se := range it.members {
+			if se.dead || se.lastSeen < first {
+				continue
+			}
+			if p := (part{closed: se.closed(n, last), open: se.at(last)}); p.closed != nil || p.open != nil {
+				sc.parts = append(sc.parts, p)
+			}
+		}
+		e, counts := &edges[it.edge], &classes[it.edge]
+		for _, p := range sc.parts {
+			if p.closed != nil {
+				for c := range counts {
+					counts[c] += p.closed.counts[c]
+				}
+				e.Errors += p.closed.errors
+				e.Bytes += p.closed.bytes
+			}
+			if p.open != nil {
+				for c := range counts {
+					counts[c] += p.open.counts[c]
+				}
+				e.Errors += p.open.errors
+				e.Bytes += p.open.bytes
+			}
+		}
+		for _, c := range counts {
+			e.Requests += c
+		}
+		if e.Requests == 0 {
+			continue
+		}
+		if len(sc.parts) == 1 {
+			s.lm.quantiles(q[:], graphQuantiles[:], e.Requests, sc.parts[0].closedLat(), sc.parts[0].openLat())
+		} else {
+			sc.sum.reset()
+			for _, p := range sc.parts {
+				if p.closed != nil {
+					addHist(&sc.sum.lat, &p.closed.lat)
+				}
+				if p.open != nil {
+					addHist(&sc.sum.lat, &p.open.lat)
+				}
+			}
+			s.lm.quantiles(q[:], graphQuantiles[:], e.Requests, &sc.sum.lat, nil)
+		}
+		e.P50Ms, e.P95Ms, e.P99Ms = q[0], q[1], q[2]
+	}
+}
+
+// prefetch reads a little of what the items' series will be asked for, in
+// tight loops whose loads do not wait on each other, so that the memory
+// fetches overlap rather than stall the query one at a time. Its result
+// means nothing.
+func prefetch(items []layoutItem, n, last int64) int64 {
+	var t int64
+	for _, it := range items {
+		for _, se := range it.members {
+			t += se.lastSeen
+		}
+	}
+	for _, it := range items {
+		for _, se := range it.members {
+			t += se.slot(last).index
+		}
+	}
+	for _, it := range items {
+		for _, se := range it.members {
+			if b := se.at(last); b != nil && len(b.lat.bins) > 0 {
+				t += int64(b.lat.bins[0])
+			}
+			for i := range se.nwins {
+				if w := &se.wins[i]; w.n == n && len(w.lat.bins) > 0 {
+					t += int64(w.lat.bins[0])
+				}
+			}
+		}
+	}
+	return t
+}
+
+// use keeps prefetch's loads from being optimised away.
+//
+//go:noinline
+func use(int64) {}
 
 // span is the buckets [first, last] of the window ending at now, n of them:
 // whole buckets, the current one included, at most the ring.

@@ -1,20 +1,23 @@
 // Package topology keeps the live service call graph: per edge (caller →
 // callee, at version granularity), a ring of fixed-size time buckets of
-// request counts by status class, bytes, and a mergeable latency sketch
-// (DDSketch). Memory is bounded by edges × buckets, never by requests: the
-// number of edges has a hard cap, and what does not fit is counted as
-// dropped. Idle edges expire. The store takes the time from its callers, so
-// everything here is testable without a clock.
+// request counts by status class, bytes, and a latency histogram (a
+// DDSketch: one logarithmic mapping for the whole store over integer
+// counts, see hist.go). Memory is bounded by edges × buckets, never by
+// requests: the number of edges has a hard cap, and what does not fit is
+// counted as dropped. Idle edges expire. The store takes the time from its
+// callers, so everything here is testable without a clock.
+//
+// Graph queries do not sum every bucket of their window: each edge keeps
+// the sum of the window's closed buckets and slides it as buckets close
+// (window.go), and the graph's order is kept while the edges stay the same
+// (layout.go).
 package topology
 
 import (
-	"fmt"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/DataDog/sketches-go/ddsketch"
 )
 
 // Node is one end of an edge: a service, and its version subset when known.
@@ -147,15 +150,23 @@ type EdgeKey struct {
 // compares it with what the callers saw.
 type Store struct {
 	opts   Options
+	lm     latencyMapping
 	seed   maphash.Seed
 	edges  rings
 	served rings
+
+	// layouts are the shapes of the graph, by service and by version, as
+	// of the edges' generation (see layout.go).
+	layoutMu sync.Mutex
+	layouts  [2]*layout
 }
 
 // rings is a sharded, capped map of series.
 type rings struct {
-	shards  []shard
-	n       atomic.Int64
+	shards []shard
+	n      atomic.Int64
+	// gen counts the series added and removed.
+	gen     atomic.Uint64
 	max     int
 	dropped atomic.Uint64
 }
@@ -165,20 +176,26 @@ type shard struct {
 	series map[EdgeKey]*series
 }
 
-// series is an edge's ring of buckets, and its totals since it was created
-// (Prometheus counters).
+// series is an edge's ring of buckets, its totals since it was created
+// (Prometheus counters), and the sums of the windows queried lately (see
+// window.go).
 type series struct {
 	buckets  []bucket
 	lastSeen int64 // bucket index of the newest observation
 	totals   Totals
+	wins     [maxWindows]window
+	nwins    int    // how many of wins are in use
+	clock    uint64 // counts queries, for the windows' LRU
+	dead     bool   // removed by Expire
 }
 
 type bucket struct {
-	index   int64 // which bucket of time this slot holds
-	counts  [numClasses]uint64
-	errors  uint64
-	bytes   uint64
-	latency *ddsketch.DDSketch
+	index  int64 // which bucket of time this slot holds
+	used   bool  // whether it holds one at all
+	counts [numClasses]uint64
+	errors uint64
+	bytes  uint64
+	lat    hist[uint32]
 }
 
 // latencyBoundsMs are the upper bounds of the totals' latency histogram, in
@@ -201,7 +218,7 @@ type Totals struct {
 // New makes a store.
 func New(o Options) *Store {
 	o = o.withDefaults()
-	s := &Store{opts: o, seed: maphash.MakeSeed()}
+	s := &Store{opts: o, lm: newLatencyMapping(o.RelativeAccuracy), seed: maphash.MakeSeed()}
 	s.edges.init(o.Shards, o.MaxEdges)
 	s.served.init(o.Shards, o.MaxEdges)
 	return s
@@ -224,13 +241,16 @@ func (s *Store) Edges() int { return int(s.edges.n.Load()) }
 
 func (s *Store) bucketIndex(t time.Time) int64 { return t.UnixNano() / int64(s.opts.Bucket) }
 
+// shardOf is the shard of an edge, chosen by its services and protocol, not
+// its versions: the versions of a service edge share a shard, so that a
+// graph by service sums them under one lock.
 func (s *Store) shardOf(r *rings, k EdgeKey) *shard {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	h.WriteString(k.Source.Service)
-	h.WriteString(k.Source.Version)
+	h.WriteByte(0)
 	h.WriteString(k.Target.Service)
-	h.WriteString(k.Target.Version)
+	h.WriteByte(0)
 	h.WriteString(string(k.Protocol))
 	return &r.shards[h.Sum64()%uint64(len(r.shards))]
 }
@@ -262,6 +282,7 @@ func (s *Store) record(r *rings, k EdgeKey, o Observation) bool {
 		se = &series{buckets: make([]bucket, s.opts.Buckets)}
 		sh.series[k] = se
 		r.n.Add(1)
+		r.gen.Add(1)
 	}
 	failed := IsError(o)
 	ms := float64(o.Latency) / float64(time.Millisecond)
@@ -276,38 +297,40 @@ func (s *Store) record(r *rings, k EdgeKey, o Observation) bool {
 			break
 		}
 	}
-	b := &se.buckets[int(idx%int64(len(se.buckets)))]
-	if b.index != idx {
-		if b.index > idx && b.latency != nil {
+	b := se.slot(idx)
+	if !b.used || b.index != idx {
+		if b.used && b.index > idx {
 			// Older than the ring holds: too late to count.
 			return true
 		}
-		b.index, b.counts, b.errors, b.bytes = idx, [numClasses]uint64{}, 0, 0
-		if b.latency != nil {
-			b.latency.Clear()
+		if b.used && se.nwins > 0 {
+			se.evicted(b)
 		}
+		b.index, b.used, b.counts, b.errors, b.bytes = idx, true, [numClasses]uint64{}, 0, 0
+		b.lat.reset()
 	}
-	if b.latency == nil {
-		b.latency = s.newSketch()
-	}
-	b.counts[ClassOf(o)]++
+	class := ClassOf(o)
+	key, nonZero := s.lm.key(ms)
+	b.counts[class]++
 	if failed {
 		b.errors++
 	}
 	b.bytes += o.Bytes
-	_ = b.latency.Add(ms)
+	b.lat.add(key, nonZero)
+	if se.nwins > 0 {
+		se.recorded(idx, class, failed, o.Bytes, key, nonZero)
+	}
 	if idx > se.lastSeen {
 		se.lastSeen = idx
 	}
 	return true
 }
 
-func (s *Store) newSketch() *ddsketch.DDSketch {
-	sk, err := ddsketch.LogCollapsingLowestDenseDDSketch(s.opts.RelativeAccuracy, 2048)
-	if err != nil {
-		panic(fmt.Sprintf("topology: sketch: %v", err)) // accuracy is checked in withDefaults
-	}
-	return sk
+// serviceKey is an edge's key without versions: its edge in a graph by
+// service.
+func serviceKey(k EdgeKey) EdgeKey {
+	k.Source.Version, k.Target.Version = "", ""
+	return k
 }
 
 // EachTotals calls visit with every edge's totals, in no order. visit must
@@ -336,12 +359,16 @@ func (s *Store) Expire(now time.Time, ttl time.Duration) int {
 			for k, se := range sh.series {
 				if se.lastSeen < cutoff {
 					delete(sh.series, k)
+					se.dead = true
 					n++
 				}
 			}
 			sh.mu.Unlock()
 		}
 		r.n.Add(int64(-n))
+		if n > 0 {
+			r.gen.Add(1)
+		}
 		removed += n
 	}
 	return removed
