@@ -41,14 +41,40 @@ type GraphEdge struct {
 	Bytes     uint64   `json:"bytes"`
 	RPS       float64  `json:"rps"`
 	ErrorRate float64  `json:"errorRate"`
-	// ByClass counts requests by outcome: 2xx, 3xx, 4xx, 5xx, connFailure.
-	ByClass map[string]uint64 `json:"byClass"`
-	P50Ms   float64           `json:"p50Ms"`
-	P95Ms   float64           `json:"p95Ms"`
-	P99Ms   float64           `json:"p99Ms"`
+	// ByClass counts requests by outcome.
+	ByClass ClassCounts `json:"byClass"`
+	P50Ms   float64     `json:"p50Ms"`
+	P95Ms   float64     `json:"p95Ms"`
+	P99Ms   float64     `json:"p99Ms"`
 }
 
-var classNames = [numClasses]string{"2xx", "3xx", "4xx", "5xx", "connFailure"}
+// ClassCounts are requests by outcome class. A struct, not a map: 5,000
+// maps a query were most of the cost of encoding a graph.
+type ClassCounts struct {
+	C2xx        uint64 `json:"2xx"`
+	C3xx        uint64 `json:"3xx"`
+	C4xx        uint64 `json:"4xx"`
+	C5xx        uint64 `json:"5xx"`
+	ConnFailure uint64 `json:"connFailure"`
+}
+
+// Get is the count of a class by its name ("2xx" … "connFailure"); 0 for
+// an unknown name.
+func (c ClassCounts) Get(name string) uint64 {
+	switch name {
+	case "2xx":
+		return c.C2xx
+	case "3xx":
+		return c.C3xx
+	case "4xx":
+		return c.C4xx
+	case "5xx":
+		return c.C5xx
+	case "connFailure":
+		return c.ConnFailure
+	}
+	return 0
+}
 
 func nodeID(n Node, by By) string {
 	if by == ByVersion && n.Version != "" {
@@ -79,12 +105,8 @@ func (p part) openLat() *hist[uint32] {
 }
 
 // classCounts are an edge's requests by class, by class name.
-func classCounts(counts [numClasses]uint64) map[string]uint64 {
-	m := make(map[string]uint64, numClasses)
-	for c, v := range counts {
-		m[classNames[c]] = v
-	}
-	return m
+func classCounts(c [numClasses]uint64) ClassCounts {
+	return ClassCounts{C2xx: c[Class2xx], C3xx: c[Class3xx], C4xx: c[Class4xx], C5xx: c[Class5xx], ConnFailure: c[ClassConnFailure]}
 }
 
 // Graph returns the graph of the window ending at now, whole buckets only

@@ -70,13 +70,13 @@ func TestGraphCountsExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1, v2 := edge(t, g, "web@v1", "api@v1"), edge(t, g, "web@v1", "api@v2")
-	if v1.Requests != 90 || v1.Errors != 0 || v1.ByClass["2xx"] != 90 || v1.Bytes != 9000 {
+	if v1.Requests != 90 || v1.Errors != 0 || v1.ByClass.C2xx != 90 || v1.Bytes != 9000 {
 		t.Errorf("web@v1 → api@v1: %+v", v1)
 	}
-	if v2.Requests != 10 || v2.Errors != 10 || v2.ByClass["5xx"] != 10 || v2.ErrorRate != 1 {
+	if v2.Requests != 10 || v2.Errors != 10 || v2.ByClass.C5xx != 10 || v2.ErrorRate != 1 {
 		t.Errorf("web@v1 → api@v2: %+v", v2)
 	}
-	if db := edge(t, g, "web@v1", "db"); db.ByClass["connFailure"] != 1 || db.Errors != 1 {
+	if db := edge(t, g, "web@v1", "db"); db.ByClass.ConnFailure != 1 || db.Errors != 1 {
 		t.Errorf("connection failure edge: %+v", db)
 	}
 	if math.Abs(v1.RPS-3) > 1e-9 {

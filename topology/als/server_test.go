@@ -117,7 +117,7 @@ func TestStreamIntoTheGraph(t *testing.T) {
 			for _, e := range g.Edges {
 				got[e.Source+" → "+e.Target] = e
 			}
-			if e := got["web@v1 → api@v2"]; e.Requests != 46 || e.Errors != 6 || e.ByClass["5xx"] != 5 || e.ByClass["connFailure"] != 1 {
+			if e := got["web@v1 → api@v2"]; e.Requests != 46 || e.Errors != 6 || e.ByClass.C5xx != 5 || e.ByClass.ConnFailure != 1 {
 				t.Errorf("web → api: %+v", e)
 			}
 			if e := got["unknown → api@v2"]; e.Requests != 3 || e.Errors != 0 {
@@ -183,7 +183,7 @@ func TestTCPIntoTheGraph(t *testing.T) {
 			}
 			e := g.Edges[0]
 			if e.Source != "api@v2" || e.Target != "db@v1" || e.Protocol != topology.TCP || e.Requests != 4 || e.Errors != 1 ||
-				e.ByClass["connFailure"] != 1 || e.Bytes != 3*4300 || e.P50Ms < 1980 || e.P50Ms > 2020 {
+				e.ByClass.ConnFailure != 1 || e.Bytes != 3*4300 || e.P50Ms < 1980 || e.P50Ms > 2020 {
 				t.Errorf("api → db: %+v", e)
 			}
 			vc, err := store.VersionCounts("db", start, time.Minute)
