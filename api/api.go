@@ -1,7 +1,7 @@
 // Package api is signalbox's HTTP surface: health and readiness, Prometheus
 // metrics, and the debug views of what the control plane sees and serves.
-// the live graph (JSON, SSE, DOT, Grafana and Zipkin shapes) and the
-// release API with its bearer-token roles.
+// the live graph (JSON, SSE, DOT, Grafana and Zipkin shapes), the release
+// API with its bearer-token roles, and the dashboard.
 package api
 
 import (
@@ -100,6 +100,7 @@ func New(d Deps) http.Handler {
 		registerRollouts(mux, d.Releases, d.Tokens)
 	}
 	registerOpenAPI(mux)
+	registerUI(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Hint: "see /debug/ for the debug views, /metrics for Prometheus"})
 	})

@@ -187,6 +187,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	fmt.Fprintf(out, `
 signalbox demo is running. Look at:
+  the dashboard (graph, releases, proxies) http://%[1]s/
   the live service graph                  http://%[1]s/api/v1/graph?by=version   (or: bin/signalbox graph --addr %[1]s --by version)
   the graph as it changes (SSE)           http://%[1]s/api/v1/graph/stream
   releases                                http://%[1]s/api/v1/rollouts
