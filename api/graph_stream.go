@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -185,13 +184,12 @@ func (h *graphHub) broadcast(p *producer, ev []byte) {
 // graphEvent is g as one SSE event. Compact JSON has no newline, so it
 // fits on one data line.
 func graphEvent(g topology.Graph) ([]byte, error) {
-	data, err := json.Marshal(g)
-	if err != nil {
-		return nil, fmt.Errorf("encode graph: %w", err)
-	}
-	ev := make([]byte, 0, len(data)+len("event: graph\ndata: \n\n"))
+	ev := make([]byte, 0, graphJSONSize(g))
 	ev = append(ev, "event: graph\ndata: "...)
-	ev = append(ev, data...)
+	ev, err := appendGraphJSON(ev, g)
+	if err != nil {
+		return nil, err
+	}
 	return append(ev, "\n\n"...), nil
 }
 

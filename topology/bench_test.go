@@ -94,6 +94,9 @@ func graphBenchStore(b *testing.B) (s *Store, keys []Observation, end time.Time)
 //   - sliding: each query a second after the previous one, with one new
 //     request per edge recorded in between (not timed): one query in ten
 //     finds a bucket closed and slides every edge's window sum.
+//   - sliding-advanced: the same, with Advance called (not timed) when a
+//     bucket closes, as signalbox's serve loop does, so queries find the
+//     sums already slid.
 //   - new-length: five window lengths in turn, more than an edge keeps sums
 //     for, so each query's length is not kept and starts from the nearest
 //     one that is (a minute apart).
@@ -121,6 +124,27 @@ func BenchmarkGraph(b *testing.B) {
 				for i, o := range keys {
 					o.Time, o.Latency = now, time.Duration(1+(i+n)%50)*time.Millisecond
 					s.Record(o)
+				}
+			}, func(int) {
+				if _, err := s.Graph(now, 5*time.Minute, by); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+	// As signalbox serves: Advance runs when a bucket closes (not timed),
+	// before the queries that follow.
+	for _, by := range []By{ByVersion, ByService} {
+		b.Run("by="+string(by)+"/sliding-advanced", func(b *testing.B) {
+			timeEachQuery(b, func(n int) {
+				before := now
+				now = now.Add(time.Second)
+				for i, o := range keys {
+					o.Time, o.Latency = now, time.Duration(1+(i+n)%50)*time.Millisecond
+					s.Record(o)
+				}
+				if s.bucketIndex(now) != s.bucketIndex(before) {
+					s.Advance(now)
 				}
 			}, func(int) {
 				if _, err := s.Graph(now, 5*time.Minute, by); err != nil {

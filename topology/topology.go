@@ -346,6 +346,44 @@ func (s *Store) EachTotals(visit func(EdgeKey, Totals)) {
 	}
 }
 
+// Advance slides every series' window sums on to the windows that end at
+// now's bucket. Called just after a bucket closes, it takes the sliding off
+// the next queries, which would otherwise each pay for every edge's slide
+// (the slowest graph query of every ten at 1s polling). The results are
+// the same either way; a query that comes first does the sliding itself.
+// Locks are taken for lockedEdges series at a time.
+func (s *Store) Advance(now time.Time) {
+	last := s.bucketIndex(now)
+	var batch []*series
+	for _, r := range []*rings{&s.edges, &s.served} {
+		for i := range r.shards {
+			sh := &r.shards[i]
+			sh.mu.Lock()
+			batch = batch[:0]
+			for _, se := range sh.series {
+				batch = append(batch, se)
+			}
+			sh.mu.Unlock()
+			for rest := batch; len(rest) > 0; {
+				part := rest[:min(len(rest), lockedEdges)]
+				rest = rest[len(part):]
+				sh.mu.Lock()
+				for _, se := range part {
+					if !se.dead {
+						se.advance(last)
+					}
+				}
+				sh.mu.Unlock()
+			}
+		}
+	}
+}
+
+// NextBucket is when the bucket after now's begins.
+func (s *Store) NextBucket(now time.Time) time.Time {
+	return time.Unix(0, (s.bucketIndex(now)+1)*int64(s.opts.Bucket))
+}
+
 // Expire removes edges (and served-view series) with no observation in the
 // last ttl.
 func (s *Store) Expire(now time.Time, ttl time.Duration) int {

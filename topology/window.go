@@ -250,3 +250,21 @@ func (se *series) evicted(b *bucket) {
 		}
 	}
 }
+
+// advance slides the series' kept sums to the windows that end at bucket
+// last, when they overlap them (a sum that does not is left for the next
+// query to make afresh). It does not count as a use: the LRU order of the
+// windows is the queries'.
+func (se *series) advance(last int64) {
+	for i := range se.nwins {
+		w := &se.wins[i]
+		if !w.valid || w.n <= 1 {
+			continue
+		}
+		first, end := last-w.n+1, last-1
+		if w.last >= end || w.last < first {
+			continue
+		}
+		w.move(se, first, end)
+	}
+}

@@ -348,6 +348,20 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		}
 	})
 	g.Go(func() error {
+		// As each bucket closes, the graph's window sums slide on here
+		// rather than in the next query (see topology.Store.Advance).
+		for {
+			t := time.NewTimer(time.Until(store.NextBucket(time.Now())) + 5*time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case now := <-t.C:
+				store.Advance(now)
+			}
+		}
+	})
+	g.Go(func() error {
 		// Idle edges expire once they have left the longest window.
 		tick := time.NewTicker(time.Minute)
 		defer tick.Stop()
