@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/signalbox/signalbox/topology"
+	"google.golang.org/grpc/test/bufconn"
 )
 
 // countingSource is a real store that counts the graph queries made of
@@ -42,57 +43,20 @@ func (c *countingSource) count(key string) int {
 	return c.calls[key]
 }
 
-// pipeListener is an in-memory network for synctest bubbles, where a
-// goroutine blocked on a socket would keep the fake clock from moving:
-// each dial is a net.Pipe whose server end Accept returns.
-type pipeListener struct {
-	conns     chan net.Conn
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
-
-func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	client, server := net.Pipe()
-	select {
-	case l.conns <- server:
-		return client, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-type pipeAddr struct{}
-
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "signalbox.test:80" }
-
-// pipeServer is httptest's server and client, HTTP/1.1 over pipes.
+// pipeServer is httptest's server and client, HTTP/1.1 over in-memory pipes.
 func pipeServer(t *testing.T, h http.Handler) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close() // the loopback socket it made is not used
-	l := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	// In a synctest bubble a goroutine blocked on a real socket would keep
+	// the fake clock from moving: gRPC's in-memory listener blocks on
+	// channels and conditions made in the bubble instead.
+	l := bufconn.Listen(1 << 20)
 	srv.Listener = l
 	srv.Start()
-	srv.Client().Transport.(*http.Transport).DialContext = l.dial
+	srv.Client().Transport.(*http.Transport).DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return l.DialContext(ctx)
+	}
 	t.Cleanup(srv.Close)
 	return srv
 }

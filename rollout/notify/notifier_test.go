@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/signalbox/signalbox/rollout"
+	"google.golang.org/grpc/test/bufconn"
 )
 
 // request is what a test webhook received.
@@ -437,50 +438,6 @@ func TestRunTwice(t *testing.T) {
 	}
 }
 
-// memNet is an in-memory network for synctest bubbles: a listener for a
-// real http.Server, and a dialer for the client. Real sockets are outside
-// the bubble, so with them the fake clock would never move.
-type memNet struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newMemNet() *memNet { return &memNet{conns: make(chan net.Conn), closed: make(chan struct{})} }
-
-func (m *memNet) Accept() (net.Conn, error) {
-	select {
-	case c := <-m.conns:
-		return c, nil
-	case <-m.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (m *memNet) Close() error {
-	m.once.Do(func() { close(m.closed) })
-	return nil
-}
-
-func (m *memNet) Addr() net.Addr { return memAddr{} }
-
-func (m *memNet) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	client, server := net.Pipe()
-	select {
-	case m.conns <- server:
-		return client, nil
-	case <-m.closed:
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "hook.test:80" }
-
 // inBubble runs a webhook answering answer on an in-memory network and a
 // notifier posting to it, inside a synctest bubble where timeouts and
 // backoffs take no real time. test gets the notifier, the webhook and the
@@ -489,14 +446,17 @@ func (memAddr) String() string  { return "hook.test:80" }
 func inBubble(t *testing.T, answer func(int) (int, http.Header), hook Webhook, o Options, test func(n *Notifier, w *webhook, done <-chan result)) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newWebhook(answer)
-		ln := newMemNet()
+		// Real sockets are outside the bubble: with them the fake clock
+		// would never move. gRPC's in-memory listener blocks on channels
+		// and conditions made in the bubble.
+		ln := bufconn.Listen(1 << 16)
 		srv := &http.Server{Handler: w}
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
 			_ = srv.Serve(ln)
 		}()
-		tr := &http.Transport{DialContext: ln.dial}
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return ln.DialContext(ctx) }}
 		o.Client = &http.Client{Transport: tr}
 		hook.URL = "http://hook.test/x"
 		n := New(Config{Webhooks: []Webhook{hook}}, o)
