@@ -78,6 +78,33 @@ func TestUnknownPathIsAClearJSONError(t *testing.T) {
 	}
 }
 
+func TestWrongMethodIs405WithAllow(t *testing.T) {
+	h := New(Deps{Graph: topology.New(topology.Options{})})
+	for _, c := range []struct {
+		method, path, allow string
+	}{
+		{http.MethodPost, "/api/v1/graph", "GET, HEAD"},
+		{http.MethodDelete, "/healthz", "GET, HEAD"},
+		{http.MethodGet, "/api/v2/spans", ""}, // no span collector: no such endpoint
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, strings.NewReader("{}")))
+		var e Error
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+			t.Fatalf("%s %s: body is not JSON: %v %q", c.method, c.path, err, rec.Body)
+		}
+		if c.allow == "" {
+			if rec.Code != http.StatusNotFound {
+				t.Errorf("%s %s: %d, want 404", c.method, c.path, rec.Code)
+			}
+			continue
+		}
+		if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != c.allow || !strings.Contains(e.Error, "method not allowed; use GET") {
+			t.Errorf("%s %s: %d Allow %q %+v, want 405 with Allow %q", c.method, c.path, rec.Code, rec.Header().Get("Allow"), e, c.allow)
+		}
+	}
+}
+
 func TestGraphEndpoint(t *testing.T) {
 	store := topology.New(topology.Options{})
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
