@@ -139,10 +139,15 @@ type Error struct {
 	Hint  string `json:"hint,omitempty"`
 }
 
+// writeJSON answers v, encoded before anything is written, so that a value
+// JSON cannot hold (a NaN) is a clear 500 and not a truncated 200.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code = http.StatusInternalServerError
+		body, _ = json.Marshal(Error{Error: "encode the answer: " + err.Error(), Hint: "this is a bug in signalbox: please report it"})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(append(body, '\n'))
 }

@@ -124,7 +124,13 @@ func graphParams(r *http.Request) (time.Duration, topology.By, error) {
 // writeJSONCompact is writeJSON without the indentation, for the graph:
 // at thousands of edges, indentation is a third more bytes to write and read.
 func writeJSONCompact(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, Error{Error: "encode the answer: " + err.Error(), Hint: "this is a bug in signalbox: please report it"})
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(body, '\n'))
 }
