@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,22 +142,28 @@ func (h *graphHub) run(key streamKey, p *producer) {
 	var last topology.Graph
 	var sentAt time.Time
 	sent := false
+	lastErr := ""
 	for {
 		start := time.Now()
 		g, err := h.src.Graph(h.now(), key.window, key.by)
+		var ev []byte
+		if err == nil {
+			ev, err = graphEvent(g)
+		}
 		switch {
 		case err != nil:
-			h.log.Warn("graph stream: query failed", "window", key.window, "by", key.by, "err", err)
+			// Watchers hear of it (once, until it changes) rather than
+			// see a graph that silently stopped moving.
+			if msg := err.Error(); msg != lastErr {
+				h.log.Warn("graph stream: no graph", "window", key.window, "by", key.by, "err", err)
+				h.broadcastError(p, msg)
+				lastErr = msg
+			}
 		// Half an interval of slack: a late tick must not push the
 		// heartbeat a whole interval later.
-		case !sent || !sameGraph(last, g) || start.Sub(sentAt) >= h.heartbeat-h.interval/2:
-			ev, err := graphEvent(g)
-			if err != nil {
-				h.log.Error("graph stream: encode", "err", err)
-				break
-			}
+		case !sent || lastErr != "" || !sameGraph(last, g) || start.Sub(sentAt) >= h.heartbeat-h.interval/2:
 			h.broadcast(p, ev)
-			last, sentAt, sent = g, start, true
+			last, sentAt, sent, lastErr = g, start, true, ""
 		}
 		select {
 		case <-p.done:
@@ -178,6 +185,23 @@ func (h *graphHub) broadcast(p *producer, ev []byte) {
 		default:
 		}
 		ch <- ev // cannot block: only the producer sends, under h.mu
+	}
+}
+
+// broadcastError sends every subscriber of p an `event: error` whose data
+// is an Error. It is not kept as the latest event: a new subscriber gets
+// the next graph, or the next error.
+func (h *graphHub) broadcastError(p *producer, msg string) {
+	data, _ := json.Marshal(Error{Error: "graph: " + msg, Hint: "the stream goes on and sends the graph again when it can"})
+	ev := append(append([]byte("event: error\ndata: "), data...), "\n\n"...)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range p.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- ev
 	}
 }
 

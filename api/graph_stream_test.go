@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -193,6 +195,56 @@ func TestGraphStreamSendsAtOnceOnChangeAndOnHeartbeat(t *testing.T) {
 		}
 		if !g.GeneratedAt.Equal(time.Now()) {
 			t.Errorf("heartbeat graph generated at %v, want now (%v)", g.GeneratedAt, time.Now())
+		}
+	})
+}
+
+// failingSource is a real store whose queries fail while fail is set.
+type failingSource struct {
+	*topology.Store
+	fail atomic.Bool
+}
+
+func (f *failingSource) Graph(now time.Time, window time.Duration, by topology.By) (topology.Graph, error) {
+	if f.fail.Load() {
+		return topology.Graph{}, errors.New("the store is on fire")
+	}
+	return f.Store.Graph(now, window, by)
+}
+
+func TestGraphStreamTellsOfFailedQueries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &failingSource{Store: topology.New(topology.Options{})}
+		recordCalls(src.Store, time.Now(), "web@v1", "api@v1", topology.HTTP, 10, 0, time.Millisecond)
+		srv := pipeServer(t, New(Deps{Graph: src, Heartbeat: 3 * time.Second}))
+		s := openStream(t, srv, "/api/v1/graph/stream?window=1m")
+		defer s.close()
+		if g := s.next(t); requests(g) != 10 {
+			t.Fatalf("first graph: %d requests, want 10", requests(g))
+		}
+
+		src.fail.Store(true)
+		var ev sseEvent
+		select {
+		case ev = <-s.events:
+		case <-time.After(time.Minute):
+			t.Fatal("no event for a minute after the queries began to fail")
+		}
+		var e Error
+		if err := json.Unmarshal([]byte(ev.data), &e); ev.name != "error" || err != nil || !strings.Contains(e.Error, "the store is on fire") {
+			t.Fatalf("event %q %q (%v), want an error event saying why", ev.name, ev.data, err)
+		}
+		// Said once, not every second; no graph while it lasts.
+		select {
+		case ev := <-s.events:
+			t.Fatalf("while failing: event %q %q, want none", ev.name, ev.data)
+		case <-time.After(10 * time.Second):
+		}
+
+		src.fail.Store(false)
+		back := time.Now()
+		if g := s.next(t); requests(g) != 10 || time.Since(back) > time.Second {
+			t.Fatalf("after %v: %d requests, want the graph back within a second", time.Since(back), requests(g))
 		}
 	})
 }
