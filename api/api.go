@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,6 +84,7 @@ func New(d Deps) http.Handler {
 			writeJSON(w, http.StatusOK, view())
 		})
 	}
+	slices.Sort(names)
 	// Profiles: the HTTP address is loopback by default; expose it with care.
 	if d.Spans != nil {
 		mux.Handle("/api/v2/spans", d.Spans)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,8 @@ func TestDebugViewsAndMetrics(t *testing.T) {
 	c.Add(3)
 	h := New(Deps{Gatherer: reg, Debug: map[string]func() any{
 		"xds/clients": func() any { return []map[string]string{{"nodeId": "n1"}} },
+		"consul":      func() any { return "ok" },
+		"rollouts":    func() any { return "ok" },
 	}})
 	code, body := get(t, h, "/debug/xds/clients")
 	if code != http.StatusOK || !strings.Contains(body, `"nodeId": "n1"`) {
@@ -59,8 +62,9 @@ func TestDebugViewsAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &index); err != nil || code != http.StatusOK {
 		t.Fatalf("debug index: %d %v %s", code, err, body)
 	}
-	if !strings.Contains(strings.Join(index.Views, " "), "/debug/xds/clients") {
-		t.Fatalf("debug index does not list the view: %v", index.Views)
+	want := []string{"/debug/consul", "/debug/rollouts", "/debug/xds/clients", "/debug/pprof/"}
+	if !slices.Equal(index.Views, want) {
+		t.Fatalf("debug index: %v, want %v (in that order)", index.Views, want)
 	}
 	if code, body = get(t, h, "/metrics"); code != http.StatusOK || !strings.Contains(body, "signalbox_test_total 3") {
 		t.Fatalf("metrics: %d %s", code, body)
