@@ -156,16 +156,25 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-func TestParseProc(t *testing.T) {
-	stat := []byte("4242 (als bench) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 130 0 0 20 0 8 0 100 1000000 5000 18446744073709551615")
-	if cpu, err := parseStatCPU(stat); err != nil || cpu != 3800*time.Millisecond {
-		t.Errorf("stat CPU %v, %v; want 3.8s", cpu, err)
+func TestProcReadings(t *testing.T) {
+	// Burn enough CPU that the 10 ms clock ticks of /proc/<pid>/stat cannot
+	// hide a unit error, then check it against getrusage's microseconds.
+	for selfCPU() < 200*time.Millisecond {
 	}
-	rss, hwm := parseStatusMem([]byte("Name:\talsbench\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"))
-	if rss != 1<<20 || hwm != 2<<20 {
-		t.Errorf("rss %d hwm %d", rss, hwm)
+	lo := selfCPU()
+	cpu, err := procCPU(os.Getpid())
+	hi := selfCPU()
+	// utime and stime are each rounded down to a tick.
+	if err != nil || cpu < lo-30*time.Millisecond || cpu > hi {
+		t.Fatalf("procCPU(self) = %v, %v; getrusage says %v..%v", cpu, err, lo, hi)
 	}
-	if busy := parseMachineBusy([]byte("cpu  100 5 50 1000 7 1 2 3 0 0\ncpu0 1 2 3\n")); busy != 1610*time.Millisecond {
-		t.Errorf("machine busy %v, want 1.61s", busy)
+	if _, err := procCPU(1 << 30); err == nil {
+		t.Error("procCPU of a pid beyond pid_max: no error")
+	}
+	if rss, hwm := selfMem(); rss <= 0 || hwm < rss {
+		t.Errorf("rss %d, peak %d", rss, hwm)
+	}
+	if busy := machineBusy(); busy < hi {
+		t.Errorf("machine busy %v, but this process alone used %v", busy, hi)
 	}
 }

@@ -383,7 +383,7 @@ func (b *bench) changes(ctx context.Context) error {
 	b.rec.selfCPU[2] = readProcStat(0)
 	b.rec.machine[2] = readMachineStat()
 	after, _ := b.sb.metrics(ctx)
-	b.rec.conv = parseHistogram(after, "signalbox_xds_convergence_seconds", `type="eds"`).sub(parseHistogram(before, "signalbox_xds_convergence_seconds", `type="eds"`))
+	b.rec.conv = parseHistogram(after, "signalbox_xds_convergence_seconds", "type", "eds").sub(parseHistogram(before, "signalbox_xds_convergence_seconds", "type", "eds"))
 	if cfg.cpuprofileSignalbox != "" || cfg.traceSignalbox != "" {
 		b.logf("waiting for the signalbox profile/trace (%ds)", cfg.profileSeconds)
 		profWG.Wait()

@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
 	"math"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/procfs"
 )
 
 // percentile is the nearest-rank percentile p (0 < p <= 100) of sorted, or 0
@@ -72,78 +72,36 @@ type procStat struct {
 	Valid bool
 }
 
-// clockTick is USER_HZ; 100 on every Linux this runs on.
-const clockTick = 100
+// seconds turns procfs's float seconds into a Duration.
+func seconds(s float64) time.Duration { return time.Duration(math.Round(s * float64(time.Second))) }
 
+// readProcStat reads /proc/<pid>/stat and /proc/<pid>/status; pid 0 is this
+// process.
 func readProcStat(pid int) procStat {
-	name := "self"
-	if pid > 0 {
-		name = strconv.Itoa(pid)
+	if pid <= 0 {
+		pid = os.Getpid()
 	}
 	var st procStat
-	data, err := os.ReadFile("/proc/" + name + "/stat")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return st
 	}
-	cpu, err := parseStatCPU(data)
+	p, err := fs.Proc(pid)
 	if err != nil {
 		return st
 	}
-	st.CPU = cpu
-	status, err := os.ReadFile("/proc/" + name + "/status")
+	stat, err := p.Stat()
 	if err != nil {
 		return st
 	}
-	st.RSS, st.HWM = parseStatusMem(status)
+	st.CPU = seconds(stat.CPUTime())
+	status, err := p.NewStatus()
+	if err != nil {
+		return st
+	}
+	st.RSS, st.HWM = int64(status.VmRSS), int64(status.VmHWM)
 	st.Valid = true
 	return st
-}
-
-// parseStatCPU reads utime+stime (fields 14 and 15) of /proc/<pid>/stat. The
-// command name (field 2) may hold spaces, so fields count from its ')'.
-func parseStatCPU(data []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("no ')' in stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	// f[0] is field 3 (state); utime is field 14 → f[11], stime f[12].
-	if len(f) < 13 {
-		return 0, fmt.Errorf("stat has %d fields after the name", len(f))
-	}
-	ut, err := strconv.ParseInt(f[11], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("utime: %w", err)
-	}
-	stime, err := strconv.ParseInt(f[12], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stime: %w", err)
-	}
-	return time.Duration(ut+stime) * time.Second / clockTick, nil
-}
-
-// parseStatusMem reads VmRSS and VmHWM (kB) of /proc/<pid>/status, in bytes.
-func parseStatusMem(data []byte) (rss, hwm int64) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := sc.Text()
-		var dst *int64
-		switch {
-		case strings.HasPrefix(line, "VmRSS:"):
-			dst = &rss
-		case strings.HasPrefix(line, "VmHWM:"):
-			dst = &hwm
-		default:
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) >= 2 {
-			if v, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				*dst = v * 1024
-			}
-		}
-	}
-	return rss, hwm
 }
 
 // histogram is a Prometheus histogram read from a text exposition: upper
@@ -155,56 +113,28 @@ type histogram struct {
 	Sum    float64
 }
 
-// parseHistogram extracts the histogram name{labels...} from a Prometheus text
-// exposition, keeping only series whose label set contains every label in
-// match (written as `key="value"`).
-func parseHistogram(text []byte, name string, match ...string) histogram {
+// parseHistogram extracts the histogram name{label="value"} from a Prometheus
+// text exposition; it is empty if the text does not parse or has no such
+// series.
+func parseHistogram(text []byte, name, label, value string) histogram {
 	var h histogram
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		ok := true
-		for _, m := range match {
-			if !strings.Contains(rest, m) {
-				ok = false
-			}
-		}
-		if !ok {
-			continue
-		}
-		sp := strings.LastIndexByte(rest, ' ')
-		if sp < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(rest[sp+1:], 64)
-		if err != nil {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(rest, "_bucket{"):
-			i := strings.Index(rest, `le="`)
-			if i < 0 {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		return h
+	}
+	for _, m := range families[name].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() != label || l.GetValue() != value {
 				continue
 			}
-			j := strings.IndexByte(rest[i+4:], '"')
-			if j < 0 {
-				continue
+			ph := m.GetHistogram()
+			for _, b := range ph.GetBucket() {
+				h.Bounds = append(h.Bounds, b.GetUpperBound())
+				h.Counts = append(h.Counts, float64(b.GetCumulativeCount()))
 			}
-			le, err := strconv.ParseFloat(rest[i+4:i+4+j], 64)
-			if err != nil {
-				continue
-			}
-			h.Bounds = append(h.Bounds, le)
-			h.Counts = append(h.Counts, v)
-		case strings.HasPrefix(rest, "_count"):
-			h.Count = v
-		case strings.HasPrefix(rest, "_sum"):
-			h.Sum = v
+			h.Count, h.Sum = float64(ph.GetSampleCount()), ph.GetSampleSum()
+			return h
 		}
 	}
 	return h
@@ -250,54 +180,19 @@ type machineStat struct {
 
 func readMachineStat() machineStat {
 	var m machineStat
-	if data, err := os.ReadFile("/proc/stat"); err == nil {
-		m = parseMachineCPU(data)
-	}
-	if data, err := os.ReadFile("/proc/pressure/cpu"); err == nil {
-		m.Stall = parsePSISome(data)
-	}
-	return m
-}
-
-// parseMachineCPU reads the aggregate "cpu" line of /proc/stat.
-func parseMachineCPU(data []byte) machineStat {
-	var m machineStat
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	f := strings.Fields(string(line))
-	if len(f) < 9 || f[0] != "cpu" {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
 		return m
 	}
-	v := make([]int64, 8)
-	for i := range v {
-		n, err := strconv.ParseInt(f[i+1], 10, 64)
-		if err != nil {
-			return m
-		}
-		v[i] = n
+	if st, err := fs.Stat(); err == nil {
+		c := st.CPUTotal
+		m.Busy = seconds(c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal)
+		m.Total = m.Busy + seconds(c.Idle+c.Iowait)
+		m.Steal = seconds(c.Steal)
+		m.Valid = true
 	}
-	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / clockTick }
-	user, nice, system, idle, iowait, irq, softirq, steal := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-	m.Busy = tick(user + nice + system + irq + softirq + steal)
-	m.Total = m.Busy + tick(idle+iowait)
-	m.Steal = tick(steal)
-	m.Valid = true
+	if psi, err := fs.PSIStatsForResource("cpu"); err == nil && psi.Some != nil {
+		m.Stall = time.Duration(psi.Some.Total) * time.Microsecond
+	}
 	return m
-}
-
-// parsePSISome reads the "some ... total=<µs>" line of /proc/pressure/cpu.
-func parsePSISome(data []byte) time.Duration {
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if !strings.HasPrefix(line, "some ") {
-			continue
-		}
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "total="); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err == nil {
-					return time.Duration(n) * time.Microsecond
-				}
-			}
-		}
-	}
-	return 0
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"math"
+	"os"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,28 +97,48 @@ func TestAssignServices(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	// The command name holds a space and a ')' to be sure fields count from the last one.
-	stat := "1234 (sig (x) box) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 130 0 0 20 0 12 0 100 0 0\n"
-	cpu, err := parseStatCPU([]byte(stat))
-	if err != nil {
+func TestReadProcAndMachineStat(t *testing.T) {
+	// Burn enough CPU that the 10 ms clock ticks of /proc/<pid>/stat cannot
+	// hide a unit error, then check it against getrusage's microseconds.
+	for rusageCPU(t) < 200*time.Millisecond {
+	}
+	lo := rusageCPU(t)
+	st := readProcStat(0)
+	hi := rusageCPU(t)
+	// utime and stime are each rounded down to a tick.
+	if !st.Valid || st.CPU < lo-30*time.Millisecond || st.CPU > hi {
+		t.Fatalf("readProcStat(self) = %+v; getrusage says %v..%v", st, lo, hi)
+	}
+	if st.RSS <= 0 || st.HWM < st.RSS {
+		t.Fatalf("readProcStat(self): RSS %d, peak %d", st.RSS, st.HWM)
+	}
+	if me := readProcStat(os.Getpid()); !me.Valid || me.CPU < st.CPU {
+		t.Fatalf("readProcStat(%d) = %+v, after %+v", os.Getpid(), me, st)
+	}
+	if gone := readProcStat(1 << 30); gone.Valid {
+		t.Fatalf("readProcStat of a pid beyond pid_max = %+v", gone)
+	}
+
+	m := readMachineStat()
+	if !m.Valid || m.Busy < hi || m.Total < m.Busy || m.Steal > m.Busy {
+		t.Fatalf("machine = %+v, this process alone used %v", m, hi)
+	}
+	// PSI "some" is a share of wall time, so its total stays within the uptime.
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
 		t.Fatal(err)
 	}
-	if want := 3800 * time.Millisecond; cpu != want {
-		t.Fatalf("cpu = %v, want %v", cpu, want)
+	if up := time.Duration(si.Uptime+1) * time.Second; m.Stall < 0 || m.Stall > up {
+		t.Fatalf("CPU stall %v beyond the uptime %v", m.Stall, up)
 	}
-	if _, err := parseStatCPU([]byte("garbage")); err == nil {
-		t.Fatal("no error for garbage")
+}
+
+func rusageCPU(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
 	}
-	status := "Name:\tsignalbox\nVmPeak:\t  999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\n"
-	rss, hwm := parseStatusMem([]byte(status))
-	if rss != 1024*1024 || hwm != 2048*1024 {
-		t.Fatalf("rss, hwm = %d, %d", rss, hwm)
-	}
-	// The bench's own entry parses.
-	if st := readProcStat(0); !st.Valid || st.HWM <= 0 {
-		t.Fatalf("readProcStat(self) = %+v", st)
-	}
+	return time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
 }
 
 const metricsBefore = `# HELP signalbox_xds_convergence_seconds x
@@ -129,7 +151,9 @@ signalbox_xds_convergence_seconds_sum{type="eds"} 0.005
 signalbox_xds_convergence_seconds_count{type="eds"} 2
 `
 
-const metricsAfter = `signalbox_xds_convergence_seconds_bucket{type="cds",le="0.001"} 70
+const metricsAfter = `# HELP signalbox_xds_convergence_seconds x
+# TYPE signalbox_xds_convergence_seconds histogram
+signalbox_xds_convergence_seconds_bucket{type="cds",le="0.001"} 70
 signalbox_xds_convergence_seconds_bucket{type="eds",le="0.001"} 1
 signalbox_xds_convergence_seconds_bucket{type="eds",le="0.01"} 92
 signalbox_xds_convergence_seconds_bucket{type="eds",le="+Inf"} 102
@@ -138,11 +162,11 @@ signalbox_xds_convergence_seconds_count{type="eds"} 102
 `
 
 func TestHistogram(t *testing.T) {
-	before := parseHistogram([]byte(metricsBefore), "signalbox_xds_convergence_seconds", `type="eds"`)
+	before := parseHistogram([]byte(metricsBefore), "signalbox_xds_convergence_seconds", "type", "eds")
 	if before.Count != 2 || len(before.Bounds) != 3 || !math.IsInf(before.Bounds[2], 1) {
 		t.Fatalf("before = %+v", before)
 	}
-	d := parseHistogram([]byte(metricsAfter), "signalbox_xds_convergence_seconds", `type="eds"`).sub(before)
+	d := parseHistogram([]byte(metricsAfter), "signalbox_xds_convergence_seconds", "type", "eds").sub(before)
 	if d.Count != 100 || math.Abs(d.Sum-1) > 1e-9 || !slices.Equal(d.Counts, []float64{0, 90, 100}) {
 		t.Fatalf("delta = %+v", d)
 	}
@@ -154,6 +178,12 @@ func TestHistogram(t *testing.T) {
 	}
 	if _, ok := (histogram{}).quantile(0.5); ok {
 		t.Fatal("quantile of an empty histogram")
+	}
+	if h := parseHistogram([]byte(metricsAfter), "signalbox_xds_convergence_seconds", "type", "lds"); h.Count != 0 || len(h.Bounds) != 0 {
+		t.Fatalf("no lds series, got %+v", h)
+	}
+	if h := parseHistogram([]byte(metricsAfter+"broken{\n"), "signalbox_xds_convergence_seconds", "type", "eds"); h.Count != 0 {
+		t.Fatalf("malformed exposition gave %+v", h)
 	}
 }
 
@@ -190,19 +220,5 @@ func TestUsesDeltaMixesKindsPerService(t *testing.T) {
 	}
 	if usesDelta(0, 10, 1, 0) || !usesDelta(0, 10, 1, 1) {
 		t.Error("share 0 or 1 not honoured")
-	}
-}
-
-func TestMachineStat(t *testing.T) {
-	m := parseMachineCPU([]byte("cpu  100 5 50 800 10 3 2 40 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"))
-	if !m.Valid || m.Busy != 2*time.Second || m.Total != 10100*time.Millisecond || m.Steal != 400*time.Millisecond {
-		t.Fatalf("machine = %+v", m)
-	}
-	if parseMachineCPU([]byte("intr 1 2 3")).Valid {
-		t.Fatal("valid without a cpu line")
-	}
-	psi := "some avg10=1.00 avg60=2.00 avg300=3.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"
-	if got := parsePSISome([]byte(psi)); got != 2500*time.Millisecond {
-		t.Fatalf("psi some = %v", got)
 	}
 }
