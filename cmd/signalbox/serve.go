@@ -473,6 +473,8 @@ func registerTopologyMetrics(reg prometheus.Registerer, store *topology.Store, a
 		counter("signalbox_zipkin_spans_total", "Spans decoded and buffered.", load(&z.Spans)),
 		counter("signalbox_zipkin_calls_total", "Calls linked from spans and recorded as graph edges.", load(&z.Calls)),
 		counter("signalbox_zipkin_served_total", "Server spans recorded in the served view.", load(&z.Served)),
+		counter("signalbox_zipkin_calls_counted_by_als_total", "Calls linked from spans but not recorded: a sidecar's access log (ALS) counted them.", load(&z.CallsByALS)),
+		counter("signalbox_zipkin_served_counted_by_als_total", "Server spans not recorded in the served view: the sidecar's inbound access log counted them.", load(&z.ServedByALS)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signalbox_zipkin_pending_spans", Help: "Spans waiting for their trace to settle."},
 			func() float64 { _, n := z.Pending(); return float64(n) }),
 	)

@@ -136,6 +136,10 @@ type Collector struct {
 	// Calls and Served were recorded; Dropped were refused by the recorder
 	// (the store's edge cap).
 	Calls, Served, Dropped atomic.Uint64
+	// CallsByALS and ServedByALS were left out, each once, because a
+	// sidecar's access logs counted them in signalbox's ALS (see
+	// LinkTrace).
+	CallsByALS, ServedByALS atomic.Uint64
 
 	rejected [4]atomic.Uint64
 	early    [3]atomic.Uint64
@@ -344,6 +348,8 @@ func (c *Collector) link(traces []*pendingTrace, now time.Time) {
 				c.Dropped.Add(1)
 			}
 		}
+		c.CallsByALS.Add(uint64(l.callsByALS))
+		c.ServedByALS.Add(uint64(l.servedByALS))
 		c.Traces.Add(1)
 		c.rememberLocked(pt.key, spans, now)
 	}

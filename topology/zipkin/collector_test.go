@@ -327,3 +327,83 @@ func TestConcurrentIngest(t *testing.T) {
 		t.Errorf("calls %d, served %d: want %d each", c.Calls.Load(), c.Served.Load(), n)
 	}
 }
+
+// TestCollectorALS: what the sidecars' access logs counted in signalbox's
+// ALS is left out and counted in CallsByALS and ServedByALS, once, however
+// the trace's spans arrive; a re-link after a late span does not record a
+// call left to ALS.
+func TestCollectorALS(t *testing.T) {
+	// The spans of envoyCall: 0 web's app client, 1 web's sidecar egress,
+	// 2 api's sidecar ingress, 3 api's app server.
+	both := envoyCall{callerSidecar: true, callerALS: ALSOn, calleeSidecar: true, calleeApp: true, calleeALS: ALSOn}.spans()
+	offOn := envoyCall{callerSidecar: true, callerALS: ALSOff, calleeSidecar: true, calleeApp: true, calleeALS: ALSOn}.spans()
+	pick := func(spans []Span, idx ...int) []Span {
+		var out []Span
+		for _, i := range idx {
+			out = append(out, spans[i])
+		}
+		return out
+	}
+	cases := []struct {
+		name                    string
+		first, second           []Span // second nil: one linking
+		graph                   map[string]edge
+		calls, served           uint64
+		callsByALS, servedByALS uint64
+	}{
+		{"ALS on both sides, in one batch", both, nil, map[string]edge{}, 0, 0, 1, 1},
+		{"(f) the app spans arrive late", pick(both, 1, 2), pick(both, 0, 3), map[string]edge{}, 0, 0, 1, 1},
+		{"(f) the egress span alone first, as a leaf call", pick(both, 0, 1), pick(both, 2, 3), map[string]edge{}, 0, 0, 1, 1},
+		{"(f) the ingress span alone first, its caller unknown", pick(both, 2, 3), pick(both, 0, 1), map[string]edge{}, 0, 0, 1, 1},
+		{"(f) spans sent again", both, both, map[string]edge{}, 0, 0, 1, 1},
+		{"the caller's sidecar without ALS: the call from the spans", offOn, nil, map[string]edge{"web->api": {1, 0}}, 1, 0, 0, 1},
+		{"the caller's sidecar without ALS, late: the call from the spans once", pick(offOn, 0, 1), pick(offOn, 2, 3), map[string]edge{"web->api": {1, 0}}, 1, 0, 0, 1},
+		// The ingress span alone names no caller, so no call was about to
+		// be made and nothing was left to ALS: the late caller's side,
+		// which says off, makes it.
+		{"an ingress span alone, then its caller's sidecar without ALS: the call from the spans once", pick(offOn, 2, 3), pick(offOn, 0, 1), map[string]edge{"web->api": {1, 0}}, 1, 0, 0, 1},
+		// The one loss: the ingress span's caller is known from the
+		// caller's server span (web's), its client half is missing, and so
+		// the call is left to the callee's inbound ALS. It stays so when
+		// the caller's sidecar turns out to be off.
+		{"a call left to ALS stays so when a late caller says off",
+			append([]Span{span2("e", "", "a", KindServer, "web", "", false)}, pick(offOn, 2, 3)...),
+			[]Span{span2("e", "a", "b", KindClient, "web", "", false), offOn[1]},
+			map[string]edge{}, 0, 1, 1, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			store := topology.New(topology.Options{})
+			c := NewCollector(store, nil, Options{})
+			c.Add(t0, tc.first)
+			if c.Flush(t0.Add(5*time.Second)) != 1 {
+				t.Fatal("the first part did not link")
+			}
+			if tc.second != nil {
+				c.Add(t0.Add(9*time.Second), tc.second)
+				if c.Flush(t0.Add(14*time.Second)) != 1 {
+					t.Fatal("the late part did not link")
+				}
+			}
+			now := t0.Add(15 * time.Second)
+			g, err := store.Graph(now, 15*time.Minute, topology.ByService)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]edge{}
+			for _, e := range g.Edges {
+				got[e.Source+"->"+e.Target] = edge{e.Requests, e.Errors}
+			}
+			if diff := cmp.Diff(tc.graph, got); diff != "" {
+				t.Errorf("graph (-want +got):\n%s", diff)
+			}
+			if c.Calls.Load() != tc.calls || c.Served.Load() != tc.served || c.CallsByALS.Load() != tc.callsByALS || c.ServedByALS.Load() != tc.servedByALS {
+				t.Errorf("calls %d, served %d, left to ALS %d and %d: want %d, %d, %d and %d",
+					c.Calls.Load(), c.Served.Load(), c.CallsByALS.Load(), c.ServedByALS.Load(), tc.calls, tc.served, tc.callsByALS, tc.servedByALS)
+			}
+			if vc := versionCounts(t, store, "api", now); len(vc.Self) != 0 {
+				t.Errorf("api's served view %v: want none (ALS served it)", vc.Self)
+			}
+		})
+	}
+}

@@ -299,7 +299,7 @@ type jsonTags struct {
 	vals [numTagsRead]string
 }
 
-const numTagsRead = 11
+const numTagsRead = 12
 
 // tagIndex is where jsonTags keeps a tag, -1 when it does not.
 func tagIndex(k string) int {
@@ -326,6 +326,8 @@ func tagIndex(k string) int {
 		return 9
 	case TagRPCResponseStatus:
 		return 10
+	case TagALS:
+		return 11
 	}
 	return -1
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,59 @@ func TestDecodeProtoErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), c.want) || de.Reason != c.reason || de.Hint == "" {
 				t.Errorf("error %q (%s, hint %q): want %q (%s) and a hint", err, de.Reason, de.Hint, c.want, c.reason)
+			}
+		})
+	}
+}
+
+// TestDecodeALSTag: the signalbox.als tag signalbox's sidecars add is read
+// from JSON and proto alike; a value other than on and off is no tag.
+func TestDecodeALSTag(t *testing.T) {
+	cases := []struct {
+		tags string // JSON object
+		want ALSState
+	}{
+		{`{"signalbox.als": "on", "upstream_cluster": "outbound|api|v2"}`, ALSOn},
+		{`{"signalbox.als": "off"}`, ALSOff},
+		{`{"signalbox.als": "ON"}`, ALSUnknown},
+		{`{"signalbox.als": true}`, ALSUnknown},
+		{`{"signalbox.als": null}`, ALSUnknown},
+		{`{"signalbox.als": ""}`, ALSUnknown},
+		{`{"signalbox.alsx": "on"}`, ALSUnknown},
+		{`{}`, ALSUnknown},
+	}
+	for _, c := range cases {
+		t.Run(c.tags, func(t *testing.T) {
+			body := `[{"traceId":"00000000000000ff","id":"0000000000000001","kind":"CLIENT","localEndpoint":{"serviceName":"web"},"tags":` + c.tags + `}]`
+			got, err := DecodeJSON([]byte(body), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].ALS != c.want {
+				t.Errorf("JSON: ALS %v, want %v", got[0].ALS, c.want)
+			}
+			var tags map[string]any
+			if err := json.Unmarshal([]byte(c.tags), &tags); err != nil {
+				t.Fatal(err)
+			}
+			ptags := map[string]string{}
+			for k, v := range tags {
+				switch v := v.(type) {
+				case string:
+					ptags[k] = v
+				case bool:
+					ptags[k] = strconv.FormatBool(v)
+				}
+			}
+			fromProto, err := DecodeProto(protoBody(t, &zipkin_proto3.Span{
+				TraceId: id8(0xff), Id: id8(1), Kind: zipkin_proto3.Span_CLIENT,
+				LocalEndpoint: &zipkin_proto3.Endpoint{ServiceName: "web"}, Tags: ptags,
+			}), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(got, fromProto, equateAddr); diff != "" {
+				t.Errorf("JSON and proto differ (-JSON +proto):\n%s", diff)
 			}
 		})
 	}

@@ -18,6 +18,30 @@
 // An observation's time is its span's timestamp, or the span's arrival when
 // it has none or one more than 5 minutes off (a host with a wrong clock).
 //
+// # Access logs
+//
+// signalbox's sidecars also stream access logs to signalbox (ALS, see
+// topology/als), into the same graph: ALS where there are sidecars, the
+// services' own spans where there are none. So a call ALS counted is not
+// counted again from its spans. Each sidecar listener tags its spans
+// signalbox.als=on when its access logs go to signalbox, off when they do
+// not (Span.ALS). ALS counts a call on the caller's sidecar's outbound side,
+// or on the callee's sidecar's inbound side when the caller has no
+// sidecar; and every inbound entry as served. Mirroring that, the linker
+// leaves out (and the Collector counts in CallsByALS and ServedByALS):
+//   - a call whose caller's side — the client half of a server span, or a
+//     leaf client span — says on;
+//   - a call whose server span says on when its client half is missing or
+//     carries no signalbox.als tag (it was not sent by a signalbox sidecar);
+//   - the served view of a server span that says on, and so of the app's
+//     own server span under it (the same request).
+//
+// A caller's sidecar that says off with a callee's that says on is counted
+// from the spans: the callee's sidecar saw the caller's sidecar header and
+// ALS counted the call nowhere. Messaging and backfilled links are not
+// affected. A call left to ALS is marked done like one recorded, so a
+// re-link does not record it.
+//
 // # Bounds
 //
 // Pending traces, pending spans, spans per trace and the memory of linked
@@ -38,5 +62,8 @@
 // sent twice count once. One loss remains: a client span linked alone that
 // named its callee (a remote endpoint) counted the call then, with the
 // callee's version unknown; its late server span is only recorded as
-// served. Past Remember a late span is linked on its own.
+// served. Likewise a server span that says signalbox.als=on, whose caller
+// was known only from an ancestor (its client half missing), is left to
+// ALS; a late client half that says off does not bring it back. Past
+// Remember a late span is linked on its own.
 package zipkin

@@ -2,6 +2,7 @@ package zipkin
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,11 +32,24 @@ func checkDecoded(t *testing.T, spans []Span, err error) {
 		if s.TraceID == (TraceID{}) || s.ID == 0 || s.ParentID == s.ID || s.Duration < 0 || s.Kind > KindConsumer ||
 			s.GRPCStatus < -1 || s.GRPCStatus > 16 || (s.HTTPStatus != 0 && (s.HTTPStatus < 100 || s.HTTPStatus > 599)) ||
 			s.Local.Service != strings.ToLower(s.Local.Service) || s.RemoteService != strings.ToLower(s.RemoteService) ||
-			(s.Local.IPv4.IsValid() && !s.Local.IPv4.Is4()) || (!s.Timestamp.IsZero() && s.Timestamp.UnixMicro() <= 0) {
+			(s.Local.IPv4.IsValid() && !s.Local.IPv4.Is4()) || (!s.Timestamp.IsZero() && s.Timestamp.UnixMicro() <= 0) ||
+			s.ALS > ALSOff {
 			t.Fatalf("span %d decoded invalid: %+v", i, s)
 		}
 	}
-	calls, served := LinkTrace(spans)
+	l := linkSpans(spans)
+	calls, served := l.calls, l.served
+	// What is left to ALS is exactly what the same spans without the tag
+	// give in addition.
+	untagged := slices.Clone(spans)
+	for i := range untagged {
+		untagged[i].ALS = ALSUnknown
+	}
+	u := linkSpans(untagged)
+	if len(u.calls) != len(calls)+l.callsByALS || len(u.served) != len(served)+l.servedByALS || u.callsByALS != 0 || u.servedByALS != 0 {
+		t.Fatalf("with tags %d calls and %d served, %d and %d left to ALS; without, %d and %d",
+			len(calls), len(served), l.callsByALS, l.servedByALS, len(u.calls), len(u.served))
+	}
 	for _, o := range calls {
 		if o.Source.Service == "" || o.Target.Service == "" || o.Status < 100 || o.Latency < 0 ||
 			(o.Protocol != topology.HTTP && o.Protocol != topology.GRPC) || topology.ClassOf(o) == topology.ClassConnFailure {
@@ -68,6 +82,10 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte(`[{"traceId":"00000000000000ff","id":"0000000000000001","kind":"CLIENT","timestamp":"1795435200000000","duration":"2500",` +
 		`"localEndpoint":{"serviceName":"web","ipv4":"10.0.0.1","port":8080},"tags":{"upstream_cluster":"outbound|api|v2","http.status_code":200}},` +
 		`{"traceId":"00000000000000ff","id":"0000000000000001","kind":"SERVER","shared":true,"localEndpoint":{"serviceName":"api"},"tags":{"version":"v2"}}]`))
+	f.Add([]byte(`[{"traceId":"00000000000000fe","id":"0000000000000001","kind":"CLIENT","localEndpoint":{"serviceName":"web"}},` +
+		`{"traceId":"00000000000000fe","id":"0000000000000002","parentId":"0000000000000001","kind":"CLIENT","localEndpoint":{"serviceName":"web","port":15001},"tags":{"signalbox.als":"on","upstream_cluster":"outbound|api"}},` +
+		`{"traceId":"00000000000000fe","id":"0000000000000002","kind":"SERVER","shared":true,"localEndpoint":{"serviceName":"api","port":15006},"tags":{"signalbox.als":"off"}},` +
+		`{"traceId":"00000000000000fe","id":"0000000000000003","parentId":"0000000000000002","kind":"SERVER","localEndpoint":{"serviceName":"api","port":9000}}]`))
 	f.Add([]byte(`[{"traceId":"a","id":"b","parentId":"a","kind":"PRODUCER","remoteEndpoint":{"serviceName":"kafka"}},{"traceId":"a","id":"c","parentId":"b","kind":"CONSUMER"}]`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"traceId":"1"}`))
@@ -85,7 +103,7 @@ func FuzzDecodeProto(f *testing.F) {
 	}, &zipkin_proto3.Span{
 		TraceId: id8(0xff), Id: id8(1), Kind: zipkin_proto3.Span_SERVER, Shared: true,
 		LocalEndpoint: &zipkin_proto3.Endpoint{ServiceName: "api"},
-		Tags:          map[string]string{"grpc.status_code": "2", "error": "true"},
+		Tags:          map[string]string{"grpc.status_code": "2", "error": "true", "signalbox.als": "on"},
 	}, &zipkin_proto3.Span{
 		TraceId: append(id8(1), id8(0xff)...), Id: id8(2), ParentId: id8(1), Kind: zipkin_proto3.Span_PRODUCER,
 		LocalEndpoint: &zipkin_proto3.Endpoint{ServiceName: "api"}, RemoteEndpoint: &zipkin_proto3.Endpoint{ServiceName: "kafka"},

@@ -66,19 +66,39 @@ const maxSkew = 5 * time.Minute
 //     (Zipkin checks the parent id only).
 //   - A server span that is the same request as another server span of the
 //     same service — its nearest remote ancestor is that service's server
-//     span (the sidecar's, then the app's own), or its parent is a client
-//     whose shared server half is that service's — is neither a call nor
+//     span (the sidecar's, then the app's own), or its parent is that
+//     service's server span sharing its client's id (the sidecar's, found
+//     by id even when the client half is missing) — is neither a call nor
 //     served again.
 //   - The callee's version on a leaf client span comes from Envoy's
 //     upstream_cluster tag (see Span.RemoteVersion).
+//   - What signalbox's Access Log Service counted is not counted again.
+//     signalbox's sidecars tag their spans signalbox.als=on when their
+//     listener's access logs go to signalbox (off otherwise; see
+//     Span.ALS), and ALS counts a call on the caller's sidecar's outbound
+//     side, or on the callee's inbound side when the caller has no sidecar.
+//     So a call is left out when its caller's side (the client half, or
+//     the leaf client span itself) says on, or when its server span says
+//     on and the client half is missing or untagged (no sidecar sent it). A
+//     caller's sidecar that says off with a callee's that says on is
+//     counted from the spans: ALS counted it nowhere. A server span that
+//     says on is not served either (the inbound ALS entry was), nor is the
+//     app's own server span under it (the same request). Producer,
+//     consumer and backfilled links are not affected.
 func LinkTrace(spans []Span) (calls, served []topology.Observation) {
+	l := linkSpans(spans)
+	return l.calls, l.served
+}
+
+// linkSpans links one trace's spans as LinkTrace, with what was left out.
+func linkSpans(spans []Span) linker {
 	ts := make([]*tracked, len(spans))
 	for i := range spans {
 		ts[i] = &tracked{Span: spans[i]}
 	}
 	var l linker
 	l.link(mergeSpans(ts))
-	return l.calls, l.served
+	return l
 }
 
 // mergeSpans merges the pieces of spans and fixes missing shared flags and
@@ -240,6 +260,9 @@ func (t *tracked) mergeFrom(o *tracked) {
 		s.GRPCStatus = n.GRPCStatus
 	}
 	s.GRPC = s.GRPC || n.GRPC
+	if s.ALS == ALSUnknown {
+		s.ALS = n.ALS
+	}
 	t.done |= o.done
 	if t.arrived.IsZero() || !o.arrived.IsZero() && o.arrived.Before(t.arrived) {
 		t.arrived = o.arrived
@@ -359,14 +382,17 @@ func firstRemoteAncestor(n *node) *node {
 // linker collects the observations of linked traces.
 type linker struct {
 	calls, served []topology.Observation
+	// callsByALS and servedByALS are the calls and served spans left out
+	// because signalbox's ALS counted them (see countedByALS).
+	callsByALS, servedByALS int
 }
 
 // end is one end of a link: a service and the version its span gave.
 type end struct{ service, version string }
 
-// link walks the tree of merged spans breadth first, as Zipkin's
-// DependencyLinker.putTrace (see LinkTrace for the rules). Spans marked
-// done are not recorded again.
+// link walks the tree of merged spans (sorted by id, as mergeSpans leaves
+// them) breadth first, as Zipkin's DependencyLinker.putTrace (see
+// LinkTrace for the rules). Spans marked done are not recorded again.
 func (l *linker) link(spans []*tracked) {
 	if len(spans) == 0 {
 		return
@@ -423,12 +449,13 @@ func (l *linker) link(spans []*tracked) {
 			continue
 		}
 		var peer *tracked
-		if ra := firstRemoteAncestor(n); ra != nil && ra.t.Local.Service != "" {
+		ra := firstRemoteAncestor(n)
+		if kind == KindServer && sameRequest(s, ra, spans) {
+			repeat[s] = true
+			continue
+		}
+		if ra != nil && ra.t.Local.Service != "" {
 			a := ra.t
-			if kind == KindServer && sameRequest(s, ra) {
-				repeat[s] = true
-				continue
-			}
 			if kind == KindClient && local != "" && a.Local.Service != local {
 				// The server span of this service is missing: link to it.
 				l.call(s, nil, end{a.Local.Service, a.Version}, end{local, s.Version}, false, doneBackfill)
@@ -454,11 +481,24 @@ func (l *linker) link(spans []*tracked) {
 			s.done |= doneCall
 			continue
 		}
+		if countedByALS(kind, s, peer) {
+			// Marked done all the same: a re-link does not count it either.
+			if s.done&doneCall == 0 {
+				s.done |= doneCall
+				l.callsByALS++
+			}
+			continue
+		}
 		l.call(s, peer, from, to, isErr, doneCall)
 	}
 	for _, s := range spans {
 		if (s.Kind == KindServer || s.Kind == KindConsumer) && s.Local.Service != "" && !repeat[s] && s.done&doneServed == 0 {
 			s.done |= doneServed
+			if s.Kind == KindServer && s.ALS == ALSOn {
+				// The sidecar's inbound ALS entry counted it as served.
+				l.servedByALS++
+				continue
+			}
 			o := observe(s, nil, s.Error)
 			o.Source = topology.Node{Service: s.RemoteService}
 			o.Target = topology.Node{Service: s.Local.Service, Version: s.Version}
@@ -467,18 +507,50 @@ func (l *linker) link(spans []*tracked) {
 	}
 }
 
-// sameRequest reports whether server span s is a request its service has
-// traced already: the sidecar's server span and then the app's.
-func sameRequest(s *tracked, ra *node) bool {
-	a := ra.t
-	if a.Kind == KindServer {
-		return a.Local.Service == s.Local.Service
+// countedByALS reports whether signalbox's Access Log Service counted the
+// call that span s is about to make: s is a server span with its client
+// half peer (nil when that was not reported), or a leaf client span (kind
+// KindClient, peer nil). It mirrors ALS attribution (topology/als): the
+// caller's sidecar counts the call on its outbound side, and the callee's
+// sidecar on its inbound side only when the caller has no sidecar.
+//   - The caller's side — peer, or s itself for a client span — says
+//     signalbox.als=on: the caller's outbound ALS counted it.
+//   - s is a server span that says on, and the caller's side is missing
+//     or has no signalbox.als tag (no signalbox sidecar sent it): the
+//     callee's inbound ALS counted it.
+//
+// A caller's side that says off with a callee that says on was counted by
+// neither: the callee's sidecar saw the caller's sidecar header.
+func countedByALS(kind Kind, s, peer *tracked) bool {
+	caller := peer
+	if kind == KindClient {
+		caller = s
 	}
-	if a.Kind != KindClient || s.Shared || s.ParentID != a.ID {
+	if caller != nil && caller.ALS == ALSOn {
+		return true
+	}
+	return kind == KindServer && s.ALS == ALSOn && (caller == nil || caller.ALS == ALSUnknown)
+}
+
+// sameRequest reports whether server span s is a request its service has
+// traced already: the sidecar's server span and then the app's. Either its
+// nearest remote ancestor ra is a server span of its service, or its
+// parent is a server span of its service that shares its client's id (the
+// sidecar's, found by id among the trace's spans, sorted by id, even when
+// the client half is missing and the tree cannot place s under it).
+func sameRequest(s *tracked, ra *node, spans []*tracked) bool {
+	if s.Local.Service == "" {
 		return false
 	}
-	for _, c := range ra.children {
-		if c.t.Kind == KindServer && c.t.Shared && c.t.ID == a.ID && c.t.Local.Service == s.Local.Service {
+	if ra != nil && ra.t.Kind == KindServer && ra.t.Local.Service == s.Local.Service {
+		return true
+	}
+	if s.Shared || s.ParentID == 0 {
+		return false
+	}
+	i, _ := slices.BinarySearchFunc(spans, s.ParentID, func(t *tracked, id uint64) int { return cmp.Compare(t.ID, id) })
+	for ; i < len(spans) && spans[i].ID == s.ParentID; i++ {
+		if o := spans[i]; o.Kind == KindServer && o.Shared && o.Local.Service == s.Local.Service {
 			return true
 		}
 	}

@@ -279,6 +279,15 @@ func TestLinkTraceSignalbox(t *testing.T) {
 			span2("a", "a", "b", KindServer, "api", "", false),
 			span2("a", "b", "c", KindServer, "api", "", false),
 		}, map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}},
+		{"the app's server span under its sidecar's, the client half missing: served once", []Span{
+			withTags(shared(span2("a", "", "b", KindServer, "api", "", false)), func(s *Span) { s.Local.Port = 15006 }),
+			withTags(span2("a", "b", "c", KindServer, "api", "", false), func(s *Span) { s.Local.Port = 9000 }),
+		}, map[string]counts{}, map[string]int{"api": 1}},
+		{"the app's server span under its sidecar's, the client half missing under a root: one call, served once", []Span{
+			span2("a", "", "a", KindServer, "web", "", false),
+			withTags(shared(span2("a", "a", "b", KindServer, "api", "", false)), func(s *Span) { s.Local.Port = 15006 }),
+			withTags(span2("a", "b", "c", KindServer, "api", "", false), func(s *Span) { s.Local.Port = 9000 }),
+		}, map[string]counts{"web->api": {1, 0}}, map[string]int{"web": 1, "api": 1}},
 		{"a server under another service's server is still a call", []Span{
 			span2("a", "", "a", KindServer, "web", "", false),
 			span2("a", "a", "b", KindServer, "api", "", false),
@@ -454,4 +463,148 @@ func ExampleLinkTrace() {
 	// Output:
 	// call web@v1 -> api@v2 200
 	// served by api@v2
+}
+
+// envoyCall is web calling api, traced as signalbox's sidecars and
+// OpenTelemetry apps trace it. Ids: web's app client span 0b, web's
+// sidecar egress client span 0c (its child), api's sidecar ingress server
+// span sharing 0c, and api's app server span 0d under it. A zero
+// ALSState leaves the tag out.
+type envoyCall struct {
+	// callerSidecar: web's sidecar sends its egress span (tagged
+	// callerALS); without it the app's client span is the caller's side.
+	callerSidecar bool
+	callerALS     ALSState
+	// calleeSidecar: api's sidecar sends its ingress span (tagged
+	// calleeALS); calleeApp: api's app sends its own server span.
+	calleeSidecar, calleeApp bool
+	calleeALS                ALSState
+}
+
+func (e envoyCall) spans() []Span {
+	ep := func(s Span, ip string, port uint16) Span {
+		s.Local.IPv4, s.Local.Port = netip.MustParseAddr(ip), port
+		return s
+	}
+	als := func(s Span, a ALSState) Span {
+		tags := mapTags{"upstream_cluster": "outbound|api|v2"}
+		if a != ALSUnknown {
+			tags[TagALS] = a.String()
+		}
+		if s.Kind == KindServer {
+			delete(tags, "upstream_cluster")
+		}
+		applyTags(&s, tags)
+		return s
+	}
+	spans := []Span{ep(span2("e", "", "b", KindClient, "web", "", false), "10.0.0.1", 0)}
+	callerSide := "b"
+	if e.callerSidecar {
+		spans = append(spans, als(ep(span2("e", "b", "c", KindClient, "web", "", false), "10.0.0.1", 15001), e.callerALS))
+		callerSide = "c"
+	}
+	if e.calleeSidecar {
+		spans = append(spans, als(ep(shared(span2("e", "", callerSide, KindServer, "api", "", false)), "10.0.0.2", 15006), e.calleeALS))
+	}
+	if e.calleeApp {
+		spans = append(spans, ep(span2("e", callerSide, "d", KindServer, "api", "", false), "10.0.0.2", 9000))
+	}
+	return spans
+}
+
+// TestLinkTraceALS: a call signalbox's ALS counted (the caller's sidecar
+// outbound, or the callee's sidecar inbound when the caller has none) is
+// not counted again from its spans, nor served again.
+func TestLinkTraceALS(t *testing.T) {
+	cases := []struct {
+		name                    string
+		spans                   []Span
+		want                    map[string]counts
+		served                  map[string]int
+		callsByALS, servedByALS int
+	}{
+		{"(a) sidecars on both sides with ALS: nothing from the spans",
+			envoyCall{callerSidecar: true, callerALS: ALSOn, calleeSidecar: true, calleeApp: true, calleeALS: ALSOn}.spans(),
+			map[string]counts{}, map[string]int{}, 1, 1},
+		{"(b) sidecars on both sides without ALS: one call, served once",
+			envoyCall{callerSidecar: true, callerALS: ALSOff, calleeSidecar: true, calleeApp: true, calleeALS: ALSOff}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		{"(c) a proxyless caller, the callee's sidecar with ALS: nothing from the spans",
+			envoyCall{calleeSidecar: true, calleeApp: true, calleeALS: ALSOn}.spans(),
+			map[string]counts{}, map[string]int{}, 1, 1},
+		{"(d) the caller's sidecar without ALS, the callee's with: the call from the spans, served by ALS",
+			envoyCall{callerSidecar: true, callerALS: ALSOff, calleeSidecar: true, calleeApp: true, calleeALS: ALSOn}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{}, 0, 1},
+		{"(e) a proxyless pair, no tags: one call, served once",
+			envoyCall{calleeApp: true}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		{"the caller's sidecar with ALS, the callee's without: served from the spans",
+			envoyCall{callerSidecar: true, callerALS: ALSOn, calleeSidecar: true, calleeApp: true, calleeALS: ALSOff}.spans(),
+			map[string]counts{}, map[string]int{"api": 1}, 1, 0},
+		{"the caller's sidecar with ALS, a proxyless callee: served from the spans",
+			envoyCall{callerSidecar: true, callerALS: ALSOn, calleeApp: true}.spans(),
+			map[string]counts{}, map[string]int{"api": 1}, 1, 0},
+		{"the caller's sidecar with ALS, an untraced callee: nothing from the spans",
+			envoyCall{callerSidecar: true, callerALS: ALSOn}.spans(),
+			map[string]counts{}, map[string]int{}, 1, 0},
+		{"the caller's sidecar without ALS, an untraced callee: the leaf call",
+			envoyCall{callerSidecar: true, callerALS: ALSOff}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{}, 0, 0},
+		{"a proxyless caller, the callee's sidecar without ALS: one call, served once",
+			envoyCall{calleeSidecar: true, calleeApp: true, calleeALS: ALSOff}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		{"the callee's sidecar with ALS, its caller's half missing: nothing from the spans",
+			[]Span{
+				span2("e", "", "a", KindServer, "edge", "", false),
+				func() Span {
+					s := shared(span2("e", "a", "c", KindServer, "api", "", false))
+					applyTags(&s, mapTags{TagALS: "on"})
+					return s
+				}(),
+			},
+			map[string]counts{}, map[string]int{"edge": 1}, 1, 1},
+		{"an unknown tag value is no tag",
+			func() []Span {
+				s := envoyCall{callerSidecar: true, calleeSidecar: true, calleeApp: true, calleeALS: ALSOff}.spans()
+				applyTags(&s[1], mapTags{TagALS: "yes", "upstream_cluster": "outbound|api|v2"})
+				return s
+			}(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		{"messaging is not affected",
+			func() []Span {
+				p := span2("e", "", "a", KindProducer, "api", "kafka", false)
+				c := span2("e", "a", "b", KindConsumer, "worker", "kafka", false)
+				applyTags(&p, mapTags{TagALS: "on"})
+				applyTags(&c, mapTags{TagALS: "on"})
+				return []Span{p, c}
+			}(),
+			map[string]counts{"api->kafka": {1, 0}, "kafka->worker": {1, 0}}, map[string]int{"worker": 1}, 0, 0},
+		{"a backfilled link is not affected",
+			func() []Span {
+				s := span2("e", "", "a", KindServer, "web", "", false)
+				c := span2("e", "a", "b", KindClient, "app", "db", false)
+				applyTags(&s, mapTags{TagALS: "on"})
+				applyTags(&c, mapTags{TagALS: "on"})
+				return []Span{s, c}
+			}(),
+			map[string]counts{"web->app": {1, 0}}, map[string]int{}, 1, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			orders := [][]Span{c.spans, slices.Clone(c.spans)}
+			slices.Reverse(orders[1])
+			for _, spans := range orders {
+				l := linkSpans(spans)
+				if diff := cmp.Diff(c.want, links(l.calls)); diff != "" {
+					t.Errorf("links (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(c.served, servedBy(l.served)); diff != "" {
+					t.Errorf("served (-want +got):\n%s", diff)
+				}
+				if l.callsByALS != c.callsByALS || l.servedByALS != c.servedByALS {
+					t.Errorf("left to ALS: %d calls, %d served; want %d, %d", l.callsByALS, l.servedByALS, c.callsByALS, c.servedByALS)
+				}
+			}
+		})
+	}
 }

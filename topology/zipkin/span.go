@@ -85,6 +85,35 @@ type Span struct {
 	GRPCStatus int
 	// GRPC: rpc.system or rpc.system.name is grpc, or a gRPC status tag.
 	GRPC bool
+	// ALS is the signalbox.als tag of a signalbox sidecar's span: whether
+	// that listener's access logs go to signalbox's Access Log Service,
+	// which then counted the request already (see LinkTrace).
+	ALS ALSState
+}
+
+// ALSState is what a span's signalbox.als tag (ir.SpanTagALS) says.
+type ALSState uint8
+
+const (
+	// ALSUnknown: no tag, or a value other than on and off. Only
+	// signalbox's sidecars set the tag: a span without it is an app's own
+	// (or another proxy's).
+	ALSUnknown ALSState = iota
+	// ALSOn: the span's listener streams its access logs to signalbox.
+	ALSOn
+	// ALSOff: the span's listener is a signalbox sidecar's whose access
+	// logs do not go to signalbox (file logs only, or none).
+	ALSOff
+)
+
+func (a ALSState) String() string {
+	switch a {
+	case ALSOn:
+		return ir.SpanTagALSOn
+	case ALSOff:
+		return ir.SpanTagALSOff
+	}
+	return ""
 }
 
 // Tags read from spans.
@@ -102,6 +131,8 @@ const (
 	TagRPCSystemName     = "rpc.system.name"
 	TagRPCResponseStatus = "rpc.response.status_code"
 	TagUpstreamCluster   = "upstream_cluster"
+	// TagALS is set by signalbox's sidecars (see Span.ALS).
+	TagALS = ir.SpanTagALS
 )
 
 // tagReader looks up a span's tags.
@@ -147,6 +178,12 @@ func applyTags(s *Span, tags tagReader) {
 	}
 	if get(TagRPCSystem) == "grpc" || get(TagRPCSystemName) == "grpc" {
 		s.GRPC = true
+	}
+	switch get(TagALS) {
+	case ir.SpanTagALSOn:
+		s.ALS = ALSOn
+	case ir.SpanTagALSOff:
+		s.ALS = ALSOff
 	}
 	// Envoy's client spans name the upstream cluster; signalbox's cluster
 	// names carry the callee's service and subset.

@@ -40,6 +40,19 @@ const InstanceMetaInboundPort = "signalbox-inbound-port"
 // inbound access log records it, so a request is counted once, by its caller.
 const DownstreamClusterHeader = "x-envoy-downstream-service-cluster"
 
+// SpanTagALS is the literal span tag every sidecar connection manager with
+// tracing adds: SpanTagALSOn when that listener's access logs go to
+// signalbox's Access Log Service, SpanTagALSOff when they do not (file logs
+// only, or none). The Zipkin collector (topology/zipkin) reads it so that a
+// call ALS counted already is not counted again from its spans. signalbox
+// sets it on the inbound and outbound listeners separately; a configured
+// tag of the same name is overridden.
+const (
+	SpanTagALS    = "signalbox.als"
+	SpanTagALSOn  = "on"
+	SpanTagALSOff = "off"
+)
+
 // Default sidecar ports.
 const (
 	DefaultInboundPort  = 15006

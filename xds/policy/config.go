@@ -59,7 +59,8 @@ type TracingConfig struct {
 	// Propagation lists the trace-context formats: b3, w3c or both.
 	Propagation []string `json:"propagation"`
 	// Tags are extra literal span tags. service, version, host and datacenter
-	// are reserved: signalbox sets them per instance.
+	// are reserved: signalbox sets them per instance. signalbox.als is set
+	// per listener (see ir.SpanTagALS) and overrides a tag of that name.
 	Tags map[string]string `json:"tags,omitempty"`
 }
 

@@ -73,5 +73,8 @@
 //
 // Spans carry the literal tags service, version, host (the Consul node) and
 // datacenter of the instance the sidecar fronts, plus the config file's
-// telemetry.tracing.tags; the four built-in names are reserved.
+// telemetry.tracing.tags; the four built-in names are reserved. The
+// translator adds signalbox.als (on or off: whether the listener's access
+// logs go to signalbox's ALS, see ir.SpanTagALS), over any configured tag of
+// that name.
 package policy

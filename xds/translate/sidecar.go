@@ -216,14 +216,18 @@ func routeAction(dests []ir.WeightedCluster, t ir.TrafficPolicy, retry bool) *ro
 // connectionManager is the HTTP connection manager of a sidecar listener:
 // HTTP/1.1 and HTTP/2 (gRPC) by auto-detection, request ids, tracing and
 // access logs named after the direction, so each request is counted once.
+// Its spans say whether its access logs go to signalbox's ALS (tag
+// ir.SpanTagALS), so that the Zipkin collector does not count again what
+// ALS counted.
 func connectionManager(direction string, sc ir.Sidecar, tel ir.Telemetry, routes any) *hcmv3.HttpConnectionManager {
+	logs := accessLogs(direction, sc, tel.AccessLog)
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:        direction,
 		CodecType:         hcmv3.HttpConnectionManager_AUTO,
 		GenerateRequestId: wrapperspb.Bool(true),
 		HttpFilters:       []*hcmv3.HttpFilter{routerFilter()},
-		Tracing:           tracing(sc, tel.Tracing),
-		AccessLog:         accessLogs(direction, sc, tel.AccessLog),
+		Tracing:           tracing(sc, tel.Tracing, logsToALS(logs)),
+		AccessLog:         logs,
 	}
 	if direction == ir.OutboundListenerName {
 		// Requests leaving a sidecar carry x-envoy-downstream-service-cluster
@@ -244,7 +248,27 @@ func routerFilter() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(routerConfig())}}
 }
 
-func tracing(sc ir.Sidecar, t *ir.Tracing) *hcmv3.HttpConnectionManager_Tracing {
+// alsAccessLogger is the name of the gRPC access logger that streams to
+// signalbox's Access Log Service.
+const alsAccessLogger = "envoy.access_loggers.http_grpc"
+
+// logsToALS reports whether a connection manager's access logs include the
+// stream to signalbox's Access Log Service.
+func logsToALS(logs []*accesslogv3.AccessLog) bool {
+	for _, l := range logs {
+		if l.GetName() == alsAccessLogger {
+			return true
+		}
+	}
+	return false
+}
+
+// tracing is a connection manager's tracing: the sampling, the literal tags
+// of t, and tag ir.SpanTagALS, which says whether this connection manager's
+// access logs go to signalbox's ALS (als). signalbox's value of that tag
+// wins over a configured tag of the same name: the collector relies on it
+// to count each call once.
+func tracing(sc ir.Sidecar, t *ir.Tracing, als bool) *hcmv3.HttpConnectionManager_Tracing {
 	if t == nil {
 		return nil
 	}
@@ -253,13 +277,21 @@ func tracing(sc ir.Sidecar, t *ir.Tracing) *hcmv3.HttpConnectionManager_Tracing 
 		ClientSampling:  &typev3.Percent{Value: t.ClientSampling},
 		OverallSampling: &typev3.Percent{Value: t.OverallSampling},
 	}
-	keys := make([]string, 0, len(t.Tags))
-	for k := range t.Tags {
+	tags := make(map[string]string, len(t.Tags)+1)
+	for k, v := range t.Tags {
+		tags[k] = v
+	}
+	tags[ir.SpanTagALS] = ir.SpanTagALSOff
+	if als {
+		tags[ir.SpanTagALS] = ir.SpanTagALSOn
+	}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		tr.CustomTags = append(tr.CustomTags, &tracingv3.CustomTag{Tag: k, Type: &tracingv3.CustomTag_Literal_{Literal: &tracingv3.CustomTag_Literal{Value: t.Tags[k]}}})
+		tr.CustomTags = append(tr.CustomTags, &tracingv3.CustomTag{Tag: k, Type: &tracingv3.CustomTag_Literal_{Literal: &tracingv3.CustomTag_Literal{Value: tags[k]}}})
 	}
 	switch t.Provider {
 	case ir.Zipkin:
@@ -295,7 +327,7 @@ func accessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslogv3.
 	var out []*accesslogv3.AccessLog
 	if a.ALS {
 		out = append(out, &accesslogv3.AccessLog{
-			Name: "envoy.access_loggers.http_grpc",
+			Name: alsAccessLogger,
 			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&grpclogv3.HttpGrpcAccessLogConfig{
 				CommonConfig: &grpclogv3.CommonGrpcAccessLogConfig{
 					LogName:             direction,

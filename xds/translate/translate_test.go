@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
@@ -157,5 +158,82 @@ func TestProxylessRouteLeavesMirrorOut(t *testing.T) {
 	without := RouteConfiguration(cfg.Services[0])
 	if !proto.Equal(with, without) {
 		t.Fatalf("the mirror shows in the proxyless route:\n%v", with)
+	}
+}
+
+// TestSpanTagALSFollowsAccessLogs: every sidecar connection manager with
+// tracing tags its spans signalbox.als, "on" exactly when its own access
+// logs include the ALS stream, whatever tag of that name was configured.
+func TestSpanTagALSFollowsAccessLogs(t *testing.T) {
+	base := ir.Sidecar{
+		Node: "web-1", Service: "web",
+		Inbound:    &ir.Inbound{Port: 15006, AppAddress: "127.0.0.1", AppPort: 8080, Traffic: ir.TrafficPolicy{ConnectTimeoutMs: 1000}},
+		Outbound:   ir.Outbound{Port: 15001, VirtualHosts: []ir.VirtualHost{{Service: "api", Domains: []string{"api"}, Routes: []ir.WeightedCluster{{Cluster: "outbound|api", Weight: 1}}}}},
+		LocalBinds: []ir.LocalBind{{Service: "api", Address: "127.0.0.1", Port: 9191}},
+		Clusters:   []ir.SidecarCluster{{Cluster: ir.Cluster{Name: "outbound|api", Service: "api"}}},
+	}
+	for _, provider := range []ir.TracingProvider{ir.Zipkin, ir.OpenTelemetry} {
+		for _, als := range []bool{true, false} {
+			for _, file := range []bool{true, false} {
+				for _, forged := range []string{"", ir.SpanTagALSOn, ir.SpanTagALSOff, "yes"} {
+					sc := base
+					sc.Telemetry.Tracing = &ir.Tracing{
+						Provider:  provider,
+						Collector: ir.Collector{Host: "10.0.0.100", Port: 9411, Path: "/api/v2/spans"},
+						Tags:      map[string]string{"service": "web", "team": "checkout"},
+					}
+					if forged != "" {
+						sc.Telemetry.Tracing.Tags[ir.SpanTagALS] = forged
+					}
+					sc.Telemetry.AccessLog.ALS = als
+					if file {
+						sc.Telemetry.AccessLog.File = &ir.FileLog{Path: "/var/log/envoy/web.json"}
+					}
+					res, err := Sidecar(sc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(res.Listeners) != 3 {
+						t.Fatalf("want inbound, outbound and a local bind, got %d listeners", len(res.Listeners))
+					}
+					for _, l := range res.Listeners {
+						if err := validate.Deep(l); err != nil {
+							t.Errorf("%s: %v", l.Name, err)
+						}
+						var hcm hcmv3.HttpConnectionManager
+						if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+							t.Fatal(err)
+						}
+						toALS := false
+						for _, a := range hcm.GetAccessLog() {
+							toALS = toALS || a.GetName() == "envoy.access_loggers.http_grpc"
+						}
+						want := ir.SpanTagALSOff
+						if toALS {
+							want = ir.SpanTagALSOn
+						}
+						if toALS != als {
+							t.Fatalf("%s: ALS %v, yet the access logs say %v", l.Name, als, toALS)
+						}
+						var got []string
+						team := false
+						for _, ct := range hcm.GetTracing().GetCustomTags() {
+							switch ct.GetTag() {
+							case ir.SpanTagALS:
+								got = append(got, ct.GetLiteral().GetValue())
+							case "team":
+								team = ct.GetLiteral().GetValue() == "checkout"
+							}
+						}
+						if len(got) != 1 || got[0] != want {
+							t.Errorf("%s %s als=%v file=%v configured %q: signalbox.als tags %q, want [%q]", provider, l.Name, als, file, forged, got, want)
+						}
+						if !team {
+							t.Errorf("%s %s: the configured tag team is lost", provider, l.Name)
+						}
+					}
+				}
+			}
+		}
 	}
 }
