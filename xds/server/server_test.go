@@ -143,8 +143,10 @@ func TestProxylessClientFollowsInstances(t *testing.T) {
 func TestPlanWeightsAndSwitch(t *testing.T) {
 	h := newHarness(t, Options{})
 	v1a, v1b, v2 := h.backend("v1a", "v1"), h.backend("v1b", "v1"), h.backend("v2a", "v2")
-	h.setCatalog(discovery.NewService("greeter", []discovery.Instance{v1a, v1b, v2}))
+	// The plan first, as signalbox serve does: a first build without it
+	// would send unweighted routes that the count below could catch.
 	h.srv.SetPlans(map[string]rollout.Plan{"greeter": {Service: "greeter", Weights: []rollout.SubsetWeight{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}}})
+	h.setCatalog(discovery.NewService("greeter", []discovery.Instance{v1a, v1b, v2}))
 	cc := h.dial("client-w", "greeter")
 	eventually(t, 10*time.Second, "client reaches both subsets", func() bool {
 		_, bv, _, _, _ := calls(t, cc, 50).Snapshot()
