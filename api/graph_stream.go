@@ -188,12 +188,13 @@ func (h *graphHub) broadcast(p *producer, ev []byte) {
 	}
 }
 
-// broadcastError sends every subscriber of p an `event: error` whose data
-// is an Error. It is not kept as the latest event: a new subscriber gets
+// broadcastError sends every subscriber of p an `event: graph-error`
+// whose data is an Error. (Not "error": EventSource fires its own error
+// event on a lost connection, and a page could not tell the two apart.) It is not kept as the latest event: a new subscriber gets
 // the next graph, or the next error.
 func (h *graphHub) broadcastError(p *producer, msg string) {
 	data, _ := json.Marshal(Error{Error: "graph: " + msg, Hint: "the stream goes on and sends the graph again when it can"})
-	ev := append(append([]byte("event: error\ndata: "), data...), "\n\n"...)
+	ev := append(append([]byte("event: graph-error\ndata: "), data...), "\n\n"...)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for ch := range p.subs {

@@ -231,7 +231,7 @@ func TestGraphStreamTellsOfFailedQueries(t *testing.T) {
 			t.Fatal("no event for a minute after the queries began to fail")
 		}
 		var e Error
-		if err := json.Unmarshal([]byte(ev.data), &e); ev.name != "error" || err != nil || !strings.Contains(e.Error, "the store is on fire") {
+		if err := json.Unmarshal([]byte(ev.data), &e); ev.name != "graph-error" || err != nil || !strings.Contains(e.Error, "the store is on fire") {
 			t.Fatalf("event %q %q (%v), want an error event saying why", ev.name, ev.data, err)
 		}
 		// Said once, not every second; no graph while it lasts.

@@ -16,6 +16,9 @@ import (
 // uiAssetRef finds the assets index.html names.
 var uiAssetRef = regexp.MustCompile(`(?:src|href|content)="(/ui/[^"]+)"`)
 
+// uiFirstScript finds index.html's first script element.
+var uiFirstScript = regexp.MustCompile(`<script[^>]*src="([^"]+)"[^>]*>`)
+
 func gzipped(t *testing.T, s string) []byte {
 	t.Helper()
 	var b bytes.Buffer
@@ -181,6 +184,30 @@ func TestUIEmbedded(t *testing.T) {
 		for _, m := range uiAssetRef.FindAllStringSubmatch(got, -1) {
 			if resp := uiGet(mux, m[1], "Accept-Encoding", "gzip"); resp.StatusCode != http.StatusOK {
 				t.Errorf("GET %s (named by index.html): %d", m[1], resp.StatusCode)
+			}
+		}
+		// The page's first script is the small classic one that asks for
+		// the graph while the app loads (api/ui/src/boot.ts).
+		if first := uiFirstScript.FindStringSubmatch(got); first == nil || !strings.HasPrefix(first[1], "/ui/boot-") || strings.Contains(first[0], "module") {
+			t.Errorf("index.html's first script: %q, want the classic /ui/boot-*.js", first)
+		}
+		// Every built asset, with those the app loads later (its chunks),
+		// is served and, named by its content, cached for good.
+		dist, err := fs.Sub(uiFiles, "ui/dist/ui")
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := fs.Glob(dist, "*.[jc]s*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			if strings.HasSuffix(name, ".gz") || strings.HasSuffix(name, ".txt") {
+				continue
+			}
+			resp := uiGet(mux, "/ui/"+name, "Accept-Encoding", "gzip")
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" || resp.Header.Get("Content-Encoding") != "gzip" {
+				t.Errorf("GET /ui/%s: %d, Cache-Control %q, Content-Encoding %q; want 200, cached for good, gzipped", name, resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Get("Content-Encoding"))
 			}
 		}
 	case http.StatusServiceUnavailable:

@@ -308,11 +308,27 @@ func (s snapshot) node(id string) (label, parent string, ok bool) {
 	return "", "", false
 }
 
+// clockTick is a label of the analysis chart's time axis.
+var clockTick = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$`)
+
 // numbered reports whether an edge label has a positive rate and a p99.
 func numbered(label string) bool {
 	m := edgeLabel.FindStringSubmatch(label)
 	return m != nil && m[1] != "0" && m[3] != "0"
 }
+
+// pageRequests lists the page's requests as the browser timed them
+// (Resource Timing), for the log.
+const pageRequests = `(() => {
+	const r = (x) => Math.round(x);
+	const nav = performance.getEntriesByType("navigation")[0];
+	const out = [];
+	if (nav) out.push("page " + r(nav.startTime) + "/" + r(nav.responseStart) + "/" + r(nav.responseEnd) + " (DOM interactive " + r(nav.domInteractive) + ")");
+	for (const e of performance.getEntriesByType("resource")) {
+		out.push(new URL(e.name).pathname.replace(/^\/ui\//, "") + new URL(e.name).search + " " + r(e.startTime) + "/" + r(e.responseStart) + "/" + (e.responseEnd > e.responseStart ? r(e.responseEnd) : "…") + " " + e.transferSize + "B");
+	}
+	return out.join(", ");
+})()`
 
 // TestDashboard loads the dashboard against signalbox with the demo's
 // services and traffic: the graph shows them with numbers; a rollout
@@ -331,12 +347,21 @@ func TestDashboard(t *testing.T) {
 	firstAt := poll[float64](t, ctx, 20*time.Second, "the first graph on screen", "window.__signalbox && window.__signalbox.firstRenderAt")
 	t.Logf("time to the first graph on screen: %.0f ms after navigation start (the page's clock); seen by the test %v after it asked to navigate",
 		firstAt, time.Since(navAt).Round(time.Millisecond))
-	t.Logf("page milestones (ms after navigation start): %v; long tasks: %s",
-		eval[map[string]float64](t, ctx, "window.__signalbox.timings"), eval[string](t, ctx, "JSON.stringify(window.__signalbox.longTasks)"))
+	milestones := eval[map[string]float64](t, ctx, "window.__signalbox.timings")
+	t.Logf("page milestones (ms after navigation start): %v; long tasks: %s", milestones, eval[string](t, ctx, "JSON.stringify(window.__signalbox.longTasks)"))
+	t.Logf("the page's requests (ms after navigation start: started, first byte, done; bytes on the wire): %s", eval[string](t, ctx, pageRequests))
+	// The first graph is the one the page's first script asked for, not the
+	// streams' first message: they open once it is drawn.
+	if drawn, ok := milestones["bootData"]; !ok {
+		t.Errorf("the first graph did not come from boot.ts's early request (milestones %v)", milestones)
+	} else if opened, ok := milestones["connect"]; ok && opened < drawn {
+		t.Errorf("the streams opened at %.0f ms, before the early graph was drawn (%.0f ms)", opened, drawn)
+	}
 	// Again, as a returning visitor: the browser has the assets and their compiled code.
 	within(t, ctx, 30*time.Second, "reload the dashboard", chromedp.Reload())
 	again := poll[float64](t, ctx, 20*time.Second, "the first graph on screen after a reload", "window.__signalbox && window.__signalbox.firstRenderAt")
-	t.Logf("time to the first graph on screen after a reload: %.0f ms", again)
+	t.Logf("time to the first graph on screen after a reload: %.0f ms; milestones %v; long tasks: %s", again,
+		eval[map[string]float64](t, ctx, "window.__signalbox.timings"), eval[string](t, ctx, "JSON.stringify(window.__signalbox.longTasks)"))
 
 	// The services and the call between them, with numbers.
 	var snap snapshot
@@ -437,6 +462,18 @@ func TestDashboard(t *testing.T) {
 		points = 30
 	}
 	poll[bool](t, ctx, 60*time.Second, "the analysis chart", fmt.Sprintf(`window.__signalbox.releases.chartPoints(%q) >= %d && !!document.querySelector('%s .chart canvas')`, ro.ID, points, card))
+	// Its time axis, over a few seconds, is in whole seconds (uPlot's own
+	// ticks were ":03.000 :03.500 …").
+	ticks := eval[[]string](t, ctx, fmt.Sprintf(`window.__signalbox.releases.chartTicks(%q)`, ro.ID))
+	if len(ticks) < 2 {
+		t.Errorf("the analysis chart's time axis has %d labels (%q), want a few", len(ticks), ticks)
+	}
+	for _, tk := range ticks {
+		if !clockTick.MatchString(tk) {
+			t.Errorf("the analysis chart's time axis: %q, want HH:MM:SS or HH:MM labels: %q", tk, ticks)
+			break
+		}
+	}
 
 	// A viewer's Pause is refused, and says why.
 	within(t, ctx, 10*time.Second, "press Pause (viewer)", chromedp.Click(chromedp.CSS(card+` button[data-action="pause"]`)))

@@ -53,7 +53,7 @@ export function rps(v: number): string {
   if (v < 0.1) return v.toFixed(3);
   if (v < 10) return v.toFixed(2);
   if (v < 1000) return v.toFixed(1);
-  return Math.round(v).toLocaleString("en");
+  return int(v);
 }
 
 export function pct(rate: number): string {
@@ -72,15 +72,28 @@ export function ms(v: number): string {
   return (v / 1000).toFixed(1) + " s";
 }
 
+// Numbers and times are formatted by hand: the first toLocaleString or
+// toLocaleTimeString of a page loads the locale's data, which costs tens of
+// milliseconds just when the first graph is being drawn.
+
+/** int is v rounded, with thousands separated by commas (as toLocaleString("en")). */
 export function int(v: number): string {
-  return Math.round(v).toLocaleString("en");
+  const s = String(Math.round(v));
+  return Number.isFinite(v) ? s.replace(/\B(?=(\d{3})+(?!\d))/g, ",") : Math.round(v).toLocaleString("en");
+}
+
+const two = (n: number): string => (n < 10 ? "0" : "") + n;
+
+/** clock is d's local time of day, HH:MM:SS (as toLocaleTimeString("en-GB")), or HH:MM without seconds. */
+export function clock(d: Date, seconds = true): string {
+  return two(d.getHours()) + ":" + two(d.getMinutes()) + (seconds ? ":" + two(d.getSeconds()) : "");
 }
 
 export function time(iso: string | undefined): string {
   if (!iso) return "–";
   const d = new Date(iso);
   if (isNaN(d.getTime()) || d.getFullYear() < 2000) return "–";
-  return d.toLocaleTimeString("en-GB", { hour12: false });
+  return clock(d);
 }
 
 export function ago(iso: string | undefined, now = Date.now()): string {

@@ -125,6 +125,11 @@ export class GraphView {
     });
   }
 
+  /** nextPaint resolves once the next drawing (of whatever comes next) is on screen. */
+  nextPaint(): Promise<void> {
+    return new Promise((resolve) => this.renderWaiters.push(resolve));
+  }
+
   toggle(service: string): void {
     if (this.expanded.has(service)) this.expanded.delete(service);
     else this.expanded.add(service);
@@ -165,6 +170,19 @@ export class GraphView {
       this.pending = 0;
       this.update();
     });
+  }
+
+  /**
+   * flush draws what is scheduled now rather than at the next frame: the
+   * first graph's elements are then styled and placed before that frame,
+   * which draws them, rather than in it, which would leave them to the one
+   * after.
+   */
+  flush(): void {
+    if (!this.pending) return;
+    cancelAnimationFrame(this.pending);
+    this.pending = 0;
+    this.update();
   }
 
   private size = (id: string): Size => (this.view.nodes.get(id)?.kind === "version" ? versionSize : serviceSize);

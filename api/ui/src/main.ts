@@ -3,17 +3,18 @@
 import "./style.css";
 import "uplot/dist/uPlot.min.css";
 import { currentToken, onTokenChange, setToken } from "./api";
-import { defaultThresholds, loadThresholds, saveThresholds, type Thresholds } from "./format";
+import { clock, defaultThresholds, loadThresholds, saveThresholds, type Thresholds } from "./format";
 import { GraphView } from "./graph";
 import { onLayoutEngineReady, startLayoutEngine } from "./layout";
 import { syntheticGraph } from "./model";
-import { ProxiesView } from "./proxies";
-import { ReleasesView } from "./releases";
-import type { Graph } from "./types";
+import type { ProxiesView, ReleasesView } from "./panes";
+import type { Boot, Graph } from "./types";
 
 declare global {
   interface Window {
     __signalbox: unknown;
+    /** set by boot.ts, the page's first script */
+    __signalboxBoot?: Boot;
   }
 }
 
@@ -40,13 +41,48 @@ onLayoutEngineReady(() => mark("layoutEngineReady"));
 
 let thresholds: Thresholds = loadThresholds();
 const graph = new GraphView($("cy"), $("details"), thresholds);
-// ELK's worker compiles 1.6 MB of code: it starts once the first graph is on
-// screen (the quick layout draws that one), or after 1.5 s, so that it does
-// not compete with the first paint for the processor.
-graph.onFirstRender = () => startLayoutEngine(workerUrl);
-window.setTimeout(() => startLayoutEngine(workerUrl), 1500);
-const releases = new ReleasesView($("pane-releases"));
-const proxies = new ProxiesView($("pane-proxies"));
+mark("graphView");
+// ELK's worker compiles 1.6 MB of code, and the Releases and Proxies panes
+// (with uPlot) are a chunk of their own: they load once the first graph is
+// on screen (the quick layout draws that one), or after 1.5 s, so that they
+// do not compete with the first paint for the processor.
+graph.onFirstRender = () => {
+  startLayoutEngine(workerUrl);
+  void loadPanes();
+};
+window.setTimeout(() => {
+  startLayoutEngine(workerUrl);
+  void loadPanes();
+}, 1500);
+
+// The Releases and Proxies panes, once loaded.
+let releases: ReleasesView | null = null;
+let proxies: ProxiesView | null = null;
+let panesLoad: Promise<void> | null = null;
+function loadPanes(): Promise<void> {
+  panesLoad ??= import("./panes").then(({ ReleasesView, ProxiesView }) => {
+    releases = new ReleasesView($("pane-releases"));
+    proxies = new ProxiesView($("pane-proxies"));
+    releases.onCount = (n) => {
+      const b = $("badge-releases");
+      b.hidden = n === 0;
+      b.textContent = String(n);
+    };
+    proxies.onCount = (n, nacking) => {
+      const b = $("badge-proxies");
+      b.hidden = n === 0;
+      b.textContent = String(n);
+      b.classList.toggle("bad", nacking > 0);
+    };
+    mark("panes");
+    pollPanes(currentPane());
+  }, (err: unknown) => {
+    // Another try on the next tab change (signalbox may have been restarting).
+    panesLoad = null;
+    console.error("signalbox: the Releases and Proxies panes did not load", err);
+  });
+  return panesLoad;
+}
 
 // Panes, chosen by the URL's fragment.
 type Pane = "graph" | "releases" | "proxies";
@@ -63,22 +99,15 @@ function showPane(): void {
     $("tab-" + p).setAttribute("aria-selected", String(p === cur));
   }
   if (cur === "graph") graph.cy.resize();
-  releases.start(cur === "releases" ? 1000 : 5000);
-  proxies.start(cur === "proxies" ? 2000 : 10000);
+  else if (!releases) void loadPanes(); // it starts their polling
+  pollPanes(cur);
+}
+/** pollPanes starts the panes' polling: often for the one shown, seldom (for the tabs' badges) for the other. */
+function pollPanes(cur: Pane): void {
+  releases?.start(cur === "releases" ? 1000 : 5000);
+  proxies?.start(cur === "proxies" ? 2000 : 10000);
 }
 window.addEventListener("hashchange", showPane);
-
-releases.onCount = (n) => {
-  const b = $("badge-releases");
-  b.hidden = n === 0;
-  b.textContent = String(n);
-};
-proxies.onCount = (n, nacking) => {
-  const b = $("badge-proxies");
-  b.hidden = n === 0;
-  b.textContent = String(n);
-  b.classList.toggle("bad", nacking > 0);
-};
 
 // The token.
 function showToken(): void {
@@ -101,7 +130,7 @@ $("token-clear").addEventListener("click", () => {
 });
 onTokenChange(() => {
   showToken();
-  void releases.refresh();
+  void releases?.refresh();
 });
 showToken();
 
@@ -156,17 +185,20 @@ try {
   // The default window.
 }
 
+function showService(g: Graph): void {
+  graph.setServiceGraph(g);
+  const n = (k: number, one: string, many: string): string => `${k} ${k === 1 ? one : many}`;
+  $("graph-info").textContent = `${n(g.nodes.length, "service", "services")} · ${n(g.edges.length, "call", "calls")} · window ${g.window} · ${clock(new Date(g.generatedAt))}`;
+}
+
 let streams: EventSource[] = [];
+let connected = false;
 let lastEvent = 0;
 function connect(): void {
   for (const s of streams) s.close();
+  connected = true;
   const win = windowSelect.value;
   mark("connect");
-  const showService = (g: Graph): void => {
-    graph.setServiceGraph(g);
-    const n = (k: number, one: string, many: string): string => `${k} ${k === 1 ? one : many}`;
-    $("graph-info").textContent = `${n(g.nodes.length, "service", "services")} · ${n(g.edges.length, "call", "calls")} · window ${g.window} · ${new Date(g.generatedAt).toLocaleTimeString("en-GB", { hour12: false })}`;
-  };
   const open = (by: "service" | "version", apply: (g: Graph) => void): EventSource => {
     const query = `window=${encodeURIComponent(win)}&by=${by}`;
     const es = new EventSource(`/api/v1/graph/stream?${query}`);
@@ -178,14 +210,25 @@ function connect(): void {
       apply(JSON.parse((ev as MessageEvent<string>).data) as Graph);
     });
     es.addEventListener("error", () => setLive(es.readyState === EventSource.CLOSED ? "closed" : "reconnecting"));
+    // The server could not make the graph: say so until the next one.
+    es.addEventListener("graph-error", (ev) => {
+      let why = "the graph could not be made";
+      try {
+        why = (JSON.parse((ev as MessageEvent<string>).data) as { error?: string }).error ?? why;
+      } catch {
+        // The default text.
+      }
+      setLive("failing", why);
+    });
     return es;
   };
   streams = [open("service", showService), open("version", (g) => graph.setVersionGraph(g))];
 }
-function setLive(state: "live" | "reconnecting" | "closed" | "stale" | "fixture"): void {
+function setLive(state: "live" | "reconnecting" | "closed" | "stale" | "fixture" | "failing", why = ""): void {
   const el = $("live");
   el.className = "live " + state;
-  el.textContent = { live: "live", reconnecting: "reconnecting…", closed: "disconnected", stale: "stale", fixture: "fixture" }[state];
+  el.textContent = { live: "live", reconnecting: "reconnecting…", closed: "disconnected", stale: "stale", fixture: "fixture", failing: "no graph" }[state];
+  el.title = why;
 }
 windowSelect.addEventListener("change", () => {
   try {
@@ -198,6 +241,36 @@ windowSelect.addEventListener("change", () => {
 window.setInterval(() => {
   if (lastEvent && Date.now() - lastEvent > 12000 && $("live").classList.contains("live")) setLive("stale");
 }, 2000);
+
+/** after resolves with null after ms milliseconds. */
+const after = (ms: number): Promise<null> => new Promise((resolve) => window.setTimeout(() => resolve(null), ms));
+
+/**
+ * start draws the graph boot.ts asked for (before this script had even
+ * loaded), then opens the streams, once that graph is on screen: they
+ * would only compete with its drawing for the processor. Without boot's
+ * graph (another window chosen, no answer, or none within 3 s), the
+ * streams open at once.
+ */
+async function start(): Promise<void> {
+  const boot = window.__signalboxBoot;
+  const win = windowSelect.value;
+  if (boot && boot.window === win) {
+    Object.assign(timings, boot.timings);
+    const [svc, ver] = (await Promise.race([boot.graphs, after(3000)])) ?? [];
+    Object.assign(timings, boot.timings);
+    // The window may have changed meanwhile, and the streams with it.
+    if (svc && !connected && windowSelect.value === win) {
+      mark("bootData");
+      const painted = graph.nextPaint();
+      showService(svc);
+      if (ver) graph.setVersionGraph(ver);
+      graph.flush();
+      await Promise.race([painted, after(3000)]);
+    }
+  }
+  if (!connected) connect();
+}
 
 // ?fixture=<same-origin URL of a Graph JSON> or ?fixture=synthetic:<nodes>,<edges> draws that instead of the streams.
 const fixture = new URLSearchParams(location.search).get("fixture");
@@ -218,8 +291,13 @@ async function loadFixture(spec: string): Promise<void> {
 window.__signalbox = {
   graph,
   cy: graph.cy,
-  releases,
-  proxies,
+  /** the Releases pane (null until the panes load, just after the first graph) */
+  get releases() {
+    return releases;
+  },
+  get proxies() {
+    return proxies;
+  },
   longTasks,
   timings,
   get renders() {
@@ -241,5 +319,6 @@ window.__signalbox = {
 };
 
 if (fixture) void loadFixture(fixture);
-else connect();
+else void start();
 showPane();
+mark("ready");

@@ -3,7 +3,7 @@
 
 import uPlot from "uplot";
 import { api, APIFailure, currentToken } from "./api";
-import { ago, h, int, pct, time } from "./format";
+import { ago, clock, h, int, pct, time } from "./format";
 import type { Phase, Rollout, RolloutEvent } from "./types";
 
 const terminal: Phase[] = ["Succeeded", "RolledBack", "Aborted", "Failed"];
@@ -30,6 +30,8 @@ interface Card {
   chartBox: HTMLElement;
   chart: uPlot | null;
   samples: Sample[];
+  /** the chart's time axis labels, as last drawn (for tests) */
+  xTicks: string[];
   lastLooks: number;
   message: HTMLElement;
 }
@@ -64,6 +66,11 @@ export class ReleasesView {
   /** chartPoints is how many points a rollout's chart has (for tests). */
   chartPoints(id: string): number {
     return this.cards.get(id)?.samples.length ?? 0;
+  }
+
+  /** chartTicks are the labels of a rollout's chart's time axis (for tests). */
+  chartTicks(id: string): string[] {
+    return this.cards.get(id)?.xTicks ?? [];
   }
 
   /** start polls every interval ms. */
@@ -144,7 +151,7 @@ export class ReleasesView {
     const el = h("section", { class: "card", "data-rollout-id": id },
       h("header", null, h("h3", null, id), phase, meta, actions),
       facts, reason, message, chartBox, history);
-    return { el, phase, meta, actions, actionsKey: "", facts, reason, history, historyLen: -1, chartBox, chart: null, samples: [], lastLooks: -1, message };
+    return { el, phase, meta, actions, actionsKey: "", facts, reason, history, historyLen: -1, chartBox, chart: null, samples: [], xTicks: [], lastLooks: -1, message };
   }
 
   private update(card: Card, r: Rollout): void {
@@ -238,20 +245,26 @@ export class ReleasesView {
         cursor: { drag: { x: false, y: false } },
         legend: { live: true },
         scales: {
-          x: { time: true },
+          // At least ten seconds across, so that a young rollout's few points still get whole-second ticks.
+          x: { time: true, range: (_u, min, max) => (min == null || max - min >= 10 ? [min, max] : [Math.floor(min), Math.floor(min) + 10]) },
           // log Λ from 0 (or below) to past the threshold; error rates from 0 to a little over the largest.
           l: { range: (_u, min, max) => [Math.min(0, min), Math.max(max, 1) * 1.1] },
           e: { range: (_u, _min, max) => [0, Math.max(max, 0.5) * 1.2] },
         },
         series: [
-          {},
+          { value: (_u, v) => (v == null ? "–" : tick(v, "second")) },
           { label: "log Λ", scale: "l", stroke: "#7048e8", width: 2, value: (_u, v) => (v == null ? "–" : v.toFixed(2)) },
           { label: "threshold", scale: "l", stroke: "#e03131", dash: [6, 4], width: 1.5, value: (_u, v) => (v == null ? "–" : v.toFixed(2)) },
           { label: "candidate err %", scale: "e", stroke: "#e8890c", width: 1.5, value: (_u, v) => (v == null ? "–" : v.toFixed(2) + "%") },
           { label: "baseline err %", scale: "e", stroke: "#2f9e44", width: 1.5, value: (_u, v) => (v == null ? "–" : v.toFixed(2) + "%") },
         ],
         axes: [
-          {},
+          // Whole seconds at the least (uPlot's own ticks go down to ":03.500"), as HH:MM:SS.
+          {
+            space: 70,
+            incrs: timeTicks,
+            values: (_u, ticks, _axis, _space, incr) => (card.xTicks = ticks.map((t) => tick(t, incr >= 86400 ? "day" : incr >= 60 ? "minute" : "second"))),
+          },
           { scale: "l", label: "log Λ", size: 50 },
           { scale: "e", side: 1, label: "errors %", size: 50, grid: { show: false } },
         ],
@@ -275,6 +288,17 @@ export class ReleasesView {
       card.message.textContent = `${label(action)} refused: ${f.message}${f.hint ? " — " + f.hint : ""}`;
     }
   }
+}
+
+/** The analysis chart's time ticks, in seconds: from one second to a week. */
+const timeTicks = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
+
+const months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** tick is a chart's time (seconds since the epoch) as HH:MM:SS, HH:MM or "12 Nov", in local time. */
+function tick(t: number, unit: "second" | "minute" | "day"): string {
+  const d = new Date(t * 1000);
+  return unit === "day" ? `${d.getDate()} ${months[d.getMonth()]}` : clock(d, unit === "second");
 }
 
 function label(action: string): string {

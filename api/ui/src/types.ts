@@ -32,6 +32,16 @@ export interface Graph {
   edges: GraphEdge[];
 }
 
+/** What boot.ts started before the app loaded (window.__signalboxBoot). */
+export interface Boot {
+  /** the window it asked for */
+  window: string;
+  /** the service graph and the version graph (null: not answered) */
+  graphs: Promise<(Graph | null)[]>;
+  /** its milestones, ms after navigation start */
+  timings: Record<string, number>;
+}
+
 export type Phase =
   | "Pending" | "Progressing" | "Paused" | "Promoting" | "Succeeded"
   | "RollingBack" | "RolledBack" | "Aborted" | "Failed";
