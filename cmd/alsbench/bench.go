@@ -141,6 +141,12 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.waitFirst(ctx); err != nil {
 		return err
 	}
+	if cfg.query > 0 {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go b.read(rctx, cfg.query)
+		b.logf("reading the graph every %v", cfg.query)
+	}
 	b.logf("entries arriving; warming up for %v", cfg.warmup)
 	if err := b.wait(ctx, cfg.warmup); err != nil {
 		return err
@@ -274,6 +280,29 @@ func (b *bench) report(s0, s1 snapshot) {
 		verdict = "**missed**"
 	}
 	p("Goal ≥ %d entries/s sustained: %.0f, %s.\n", goal, rate, verdict)
+}
+
+// read queries the graph every interval, as dashboards watching a 5-minute
+// version graph and a 15-minute service graph do, and advances the window
+// sums when a bucket closes, as signalbox serve does, until ctx ends. The
+// queries make the window sums that live beside the buckets.
+func (b *bench) read(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	next := b.store.NextBucket(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if !now.Before(next) {
+				b.store.Advance(now)
+				next = b.store.NextBucket(now)
+			}
+			_, _ = b.store.Graph(now, 5*time.Minute, topology.ByVersion)
+			_, _ = b.store.Graph(now, 15*time.Minute, topology.ByService)
+		}
+	}
 }
 
 // soakRun loads for cfg.soak and prints memory every cfg.sample.

@@ -18,9 +18,11 @@
 //
 //	go run ./cmd/alsbench --duration 30s
 //
-// Soak (RSS and heap every --sample, to show that memory stays flat):
+// Soak (RSS and heap every --sample, to show that memory stays flat), with
+// a dashboard-like reader of the graph (--query) and 2 s buckets so that the
+// store's ring fills within it:
 //
-//	go run ./cmd/alsbench --soak 10m --sample 30s
+//	go run ./cmd/alsbench --soak 10m --sample 30s --bucket 2s --query 1s
 package main
 
 import (
@@ -47,6 +49,7 @@ type config struct {
 	cpuProfile, memProfile         string
 	loadCPUProfile                 string
 	seed                           uint64
+	query                          time.Duration
 }
 
 func (c config) gen() genConfig {
@@ -72,6 +75,7 @@ and RSS (--duration), or memory over time (--soak). See go doc ./cmd/alsbench.
 	fs.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before measuring starts")
 	fs.DurationVar(&c.soak, "soak", 0, "instead of a throughput run, load this long and print memory every --sample")
 	fs.DurationVar(&c.sample, "sample", 30*time.Second, "soak sampling interval")
+	fs.DurationVar(&c.query, "query", 0, "also read the graph every this often (windows 5m by version and 15m by service, as two dashboards do) and advance the window sums as buckets close, as signalbox serve does; 0: no reader")
 	fs.DurationVar(&c.bucket, "bucket", 10*time.Second, "the store's time bucket (signalbox's default)")
 	fs.IntVar(&c.buckets, "buckets", 90, "the store's buckets per edge (signalbox's default): memory grows until they are all in use")
 	fs.IntVar(&c.services, "services", 1000, "services in the graph")
