@@ -232,6 +232,22 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			}
 		}
 	}
+	if !hasReg && node.Instance == "" && node.ID != "" {
+		// The service's instances have Consul sidecar registrations, but
+		// none is this node: callers are sent to those sidecars' ports, and
+		// this one's inbound listener is not among them.
+		var fronted []string
+		for _, in := range own.Instances {
+			if px, ok := proxies.Fronting(in); ok {
+				fronted = append(fronted, px.ID)
+			}
+		}
+		if len(fronted) > 0 {
+			sort.Strings(fronted)
+			sc.Problems = append(sc.Problems, fmt.Sprintf("node id %q is not the service ID of a Consul sidecar registration of %s (those are %s): callers reach %s through the registered sidecars' ports, not this one; set the sidecar's node id to its registration's service ID",
+				node.ID, node.Service, strings.Join(fronted, ", "), node.Service))
+		}
+	}
 	self := app
 	if self == nil {
 		// Span tags still name the sidecar's version.
