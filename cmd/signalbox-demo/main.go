@@ -176,8 +176,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer deregister()
 
-	// 5. Steady traffic: a client calls web through xds:///web.
-	cc, err := demo.Dial(demo.Bootstrap(o.xdsAddr, "demo-client-1", "demo-client"), "web")
+	// 5. Steady traffic: a client calls web through xds:///web. Its own
+	// client spans name it, so the graph shows where web's calls come from.
+	clientTr, err := traced("demo-client", "v1")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = clientTr.Shutdown(context.Background()) }()
+	cc, err := demo.Dial(demo.Bootstrap(o.xdsAddr, "demo-client-1", "demo-client"), "web", clientTr.DialOption())
 	if err != nil {
 		return err
 	}
@@ -198,7 +204,8 @@ signalbox demo is running. Look at:
   Prometheus metrics                      http://%[1]s/metrics
   Consul UI                               http://%[2]s/ui
   logs                                    %[3]s/
-The demo client calls xds:///web %[4]d times a second; web calls xds:///greeter (2 instances of v1, 1 of v2).
+The demo client calls xds:///web %[4]d times a second; web calls xds:///greeter (2 instances of v1, 1 of v2);
+all three send their spans to signalbox, which draws demo-client → web → greeter.
 
 Release greeter v2 (operator token below; it is in %[6]s):
   export SIGNALBOX_ADDR=%[1]s SIGNALBOX_TOKEN=%[7]s
