@@ -27,6 +27,7 @@ type graphConfig struct {
 	by     string
 	dot    bool
 	addr   string
+	tlsCA  string
 }
 
 // graphTimeout bounds one fetch of the graph.
@@ -43,14 +44,16 @@ latency percentiles and requests over the window. With --dot, print it in
 Graphviz's DOT language instead (signalbox graph --dot | dot -Tsvg > graph.svg).
 
 --addr is the --http-addr of 'signalbox serve'; the environment variable
-SIGNALBOX_ADDR sets it when the flag is not given.`,
+SIGNALBOX_ADDR sets it when the flag is not given. A signalbox serving TLS is
+reached at https://host:port; --tls-ca verifies it with a private CA.`,
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
 	fs.DurationVar(&c.window, "window", 5*time.Minute, "how far back to count, e.g. 1m, 5m, 15m")
 	fs.StringVar(&c.by, "by", "service", "granularity: service or version")
 	fs.BoolVar(&c.dot, "dot", false, "print Graphviz DOT instead of a table")
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "signalbox's HTTP address, host:port or URL (env SIGNALBOX_ADDR)")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "signalbox's HTTP address, host:port (http) or an http:// or https:// URL (env SIGNALBOX_ADDR)")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM CA bundle that verifies an https:// --addr (default: the system's roots)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if !fs.Changed("addr") {
 			if v := getenv("SIGNALBOX_ADDR"); v != "" {
@@ -67,7 +70,11 @@ SIGNALBOX_ADDR sets it when the flag is not given.`,
 		if err != nil {
 			return usageError{err}
 		}
-		return runGraph(cmd.Context(), cmd.OutOrStdout(), base, *c)
+		hc, err := httpClient(c.tlsCA, 0)
+		if err != nil {
+			return usageError{err}
+		}
+		return runGraph(cmd.Context(), cmd.OutOrStdout(), hc, base, *c)
 	}
 	return cmd
 }
@@ -79,18 +86,18 @@ func baseURL(addr string) (string, error) {
 	}
 	u, err := url.Parse(addr)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("--addr %q: want host:port or an http:// URL, like 127.0.0.1:8080", addr)
+		return "", fmt.Errorf("--addr %q: want host:port or an http:// or https:// URL, like 127.0.0.1:8080", addr)
 	}
 	return strings.TrimSuffix(u.String(), "/"), nil
 }
 
 // runGraph fetches the graph and prints it.
-func runGraph(ctx context.Context, out io.Writer, base string, c graphConfig) error {
+func runGraph(ctx context.Context, out io.Writer, hc *http.Client, base string, c graphConfig) error {
 	q := url.Values{"window": {c.window.String()}, "by": {c.by}}
 	if c.dot {
 		q.Set("format", "dot")
 	}
-	body, err := fetch(ctx, base, "/api/v1/graph?"+q.Encode())
+	body, err := fetch(ctx, hc, base, "/api/v1/graph?"+q.Encode())
 	if err != nil {
 		return err
 	}
@@ -108,14 +115,14 @@ func runGraph(ctx context.Context, out io.Writer, base string, c graphConfig) er
 // fetch GETs base+path and returns the body of a 200. A server's error answer
 // becomes an error with its message and hint; a 400 is a usage error, as
 // the command line asked for something the server refuses.
-func fetch(ctx context.Context, base, path string) ([]byte, error) {
+func fetch(ctx context.Context, hc *http.Client, base, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, graphTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("graph request: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		// The URL error repeats the whole URL; the cause is what helps.
 		var ue *url.Error

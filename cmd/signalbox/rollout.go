@@ -88,7 +88,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 // clientFlags are --addr and --token, shared by the commands that talk to a
 // running signalbox.
 type clientFlags struct {
-	addr, token string
+	addr, token, tlsCA string
+	// http is built from --tls-ca before a subcommand runs.
+	http *http.Client
 }
 
 func (f *clientFlags) bind(cmd *cobra.Command, getenv func(string) string) {
@@ -96,7 +98,8 @@ func (f *clientFlags) bind(cmd *cobra.Command, getenv func(string) string) {
 	if addr == "" {
 		addr = "127.0.0.1:8080"
 	}
-	cmd.PersistentFlags().StringVar(&f.addr, "addr", addr, "HTTP address of a running signalbox (env SIGNALBOX_ADDR)")
+	cmd.PersistentFlags().StringVar(&f.addr, "addr", addr, "HTTP address of a running signalbox: host:port (http) or an http:// or https:// URL (env SIGNALBOX_ADDR)")
+	cmd.PersistentFlags().StringVar(&f.tlsCA, "tls-ca", "", "PEM CA bundle that verifies an https:// --addr (default: the system's roots)")
 	cmd.PersistentFlags().StringVar(&f.token, "token", getenv("SIGNALBOX_TOKEN"), "API bearer token (env SIGNALBOX_TOKEN)")
 }
 
@@ -105,7 +108,22 @@ func (f *clientFlags) client() *apiClient {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	return &apiClient{base: strings.TrimRight(base, "/"), token: f.token, http: &http.Client{Timeout: 30 * time.Second}}
+	hc := f.http
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	return &apiClient{base: strings.TrimRight(base, "/"), token: f.token, http: hc}
+}
+
+// prepare builds the HTTP client: a bad --tls-ca is a usage error before
+// anything is sent.
+func (f *clientFlags) prepare(*cobra.Command, []string) error {
+	hc, err := httpClient(f.tlsCA, 30*time.Second)
+	if err != nil {
+		return usageError{err}
+	}
+	f.http = hc
+	return nil
 }
 
 func newRollout(getenv func(string) string) *cobra.Command {
@@ -120,6 +138,7 @@ Changing a release needs an operator token (--token or SIGNALBOX_TOKEN).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	f.bind(cmd, getenv)
+	cmd.PersistentPreRunE = f.prepare
 	cmd.AddCommand(rolloutStart(f), rolloutList(f), rolloutStatus(f), rolloutWatch(f))
 	for _, a := range []struct{ name, short string }{
 		{rollout.CmdPause, "Pause a release: the weights stay, the steps stop"},

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/signalbox/signalbox/api"
@@ -56,6 +57,9 @@ type serveConfig struct {
 	rolloutPrefix   string
 	zipkinSettle    time.Duration
 	webhooks        string
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
 	// policy is the telemetry and traffic policy from the config file's
 	// sections, with the defaults filled in.
 	policy policy.Config
@@ -111,6 +115,9 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.StringVar(&c.webhooks, "rollout-webhooks", "", "JSON file of webhooks told of every release's phase changes and decisions")
 	fs.DurationVar(&c.rolloutInterval, "rollout-interval", time.Second, "how often the release controller looks at the traffic")
 	fs.StringVar(&c.rolloutPrefix, "rollout-kv-prefix", "signalbox/rollouts/", "Consul KV prefix where rollouts are kept")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve TLS on the xDS and HTTP ports (with --tls-key; reloaded when the files change)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM CA bundle: the xDS port requires client certificates it signed (mutual TLS)")
 
 	return cmd, c
 }
@@ -161,7 +168,11 @@ func (c *serveConfig) selfZipkinURL() string {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/api/v2/spans"
+	scheme := "http://"
+	if c.tlsCert != "" {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port) + "/api/v2/spans"
 }
 
 func (c serveConfig) validate() error {
@@ -185,6 +196,9 @@ func (c serveConfig) validate() error {
 	if c.debounceMax < c.debounceQuiet {
 		errs = append(errs, fmt.Errorf("--debounce-max %v is shorter than --debounce-quiet %v", c.debounceMax, c.debounceQuiet))
 	}
+	if err := validateServerTLS(c.tlsCert, c.tlsKey, c.tlsClientCA); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -207,6 +221,11 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	tlsConf, err := loadServerTLS(c.tlsCert, c.tlsKey, c.tlsClientCA, log.With("part", "tls"))
+	if err != nil {
+		return err
+	}
 
 	// Bind both ports first: a port in use is an error at once, not later.
 	xdsLis, err := net.Listen("tcp", c.xdsAddr)
@@ -237,14 +256,20 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Logger:       log.With("part", "xds"),
 		Registerer:   reg,
 	})
-	grpcSrv := grpc.NewServer(
-		grpc.MaxConcurrentStreams(1<<20),
+	grpcOpts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(als.MaxMessageBytes),
 		// Hands access log messages to als in gRPC's own buffer (no decode
 		// into Envoy's types); every other message takes gRPC's proto codec.
 		als.ServerOption(),
-	)
+	}
+	if tlsConf != nil {
+		// Sidecars' and clients' xDS and access logs, with their
+		// certificates verified when a client CA is set.
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsConf.xdsConfig())))
+	}
+	grpcSrv := grpc.NewServer(grpcOpts...)
 	xsrv.Register(ctx, grpcSrv)
 
 	// The live graph: sidecars' access logs arrive on the xDS port.
@@ -321,8 +346,14 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 			Tokens:   tokens,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		// The server's own complaints (failed TLS handshakes, bad
+		// requests) go to the structured log too.
+		ErrorLog: slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelWarn),
 		// Graph streams end with the server, not after the shutdown timeout.
 		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
+	if tlsConf != nil {
+		httpSrv.TLSConfig = tlsConf.httpConfig()
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -391,8 +422,17 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		}
 	})
 	g.Go(func() error {
-		log.Info("http listening", "addr", httpLis.Addr().String())
-		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		httpTLS := "off"
+		if tlsConf != nil {
+			httpTLS = "tls"
+		}
+		log.Info("http listening", "addr", httpLis.Addr().String(), "tls", httpTLS)
+		serveHTTP := func() error { return httpSrv.Serve(httpLis) }
+		if tlsConf != nil {
+			// The certificate comes from TLSConfig.GetCertificate.
+			serveHTTP = func() error { return httpSrv.ServeTLS(httpLis, "", "") }
+		}
+		if err := serveHTTP(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
 		}
 		return nil
@@ -407,7 +447,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 			return nil
 		case <-xsrv.Ready():
 		}
-		log.Info("xds serving", "addr", xdsLis.Addr().String())
+		log.Info("xds serving", "addr", xdsLis.Addr().String(), "tls", xdsTLSMode(tlsConf))
 		if err := grpcSrv.Serve(xdsLis); err != nil {
 			return fmt.Errorf("xds server: %w", err)
 		}
@@ -422,6 +462,17 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// xdsTLSMode says how the xDS port is secured, for the log.
+func xdsTLSMode(s *serverTLS) string {
+	switch {
+	case s.mutual():
+		return "mtls"
+	case s != nil:
+		return "tls"
+	}
+	return "off"
 }
 
 // shutdown drains both servers, then closes what is left after timeout.

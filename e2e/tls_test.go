@@ -1,0 +1,308 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signalbox/signalbox/discovery/consul/consultest"
+	"github.com/signalbox/signalbox/e2e/demo"
+)
+
+// tlsFiles are the PEM files of a test PKI: a CA, a server certificate for
+// 127.0.0.1 and a client certificate, both signed by the CA.
+type tlsFiles struct {
+	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+}
+
+func writeTestPKI(t *testing.T, dir string) tlsFiles {
+	t.Helper()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey := newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "signalbox e2e CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, certName, keyName string) (string, string) {
+		k := newKey()
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(certName, "CERTIFICATE", der), write(keyName, "EC PRIVATE KEY", kder)
+	}
+	f := tlsFiles{CA: write("ca.pem", "CERTIFICATE", caDER)}
+	f.ServerCert, f.ServerKey = issue(2, "signalbox", x509.ExtKeyUsageServerAuth, "server.pem", "server-key.pem")
+	f.ClientCert, f.ClientKey = issue(3, "greeter-client", x509.ExtKeyUsageClientAuth, "client.pem", "client-key.pem")
+	return f
+}
+
+// httpsClient trusts only the CA file.
+func httpsClient(t *testing.T, caFile string) *http.Client {
+	t.Helper()
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatal("no CA certificate in", caFile)
+	}
+	return &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+	}
+}
+
+// startTLSSignalbox is startSignalbox for a signalbox whose HTTP port serves
+// TLS: it waits for https://…/readyz with the CA.
+func startTLSSignalbox(t *testing.T, consulAddr string, hc *http.Client, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, XDSAddr: freeAddr(t), HTTPAddr: freeAddr(t), exited: make(chan struct{})}
+	logf, err := os.CreateTemp(t.TempDir(), "signalbox-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.log = logf.Name()
+	all := append([]string{"serve", "--consul-addr", consulAddr, "--xds-addr", p.XDSAddr, "--http-addr", p.HTTPAddr, "--log-level", "debug"}, args...)
+	p.cmd = exec.Command(signalboxBin, all...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start signalbox: %v", err)
+	}
+	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			t.Logf("signalbox log:\n%s", lastLines(string(b), 60))
+		}
+	})
+	eventually(t, 30*time.Second, "signalbox becomes ready over https", func() bool {
+		select {
+		case <-p.exited:
+			b, _ := os.ReadFile(p.log)
+			t.Fatalf("signalbox exited before it was ready:\n%s", lastLines(string(b), 40))
+		default:
+		}
+		code, _ := httpsGet(hc, "https://"+p.HTTPAddr+"/readyz")
+		return code == http.StatusOK
+	})
+	return p
+}
+
+func httpsGet(hc *http.Client, url string) (int, string) {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// tlsBootstrap is a gRPC xDS bootstrap whose channel to the control plane is
+// TLS, mutual when certFile and keyFile are given.
+func tlsBootstrap(t *testing.T, xdsAddr, nodeID, caFile, certFile, keyFile string) []byte {
+	t.Helper()
+	cfg := map[string]string{"ca_certificate_file": caFile}
+	if certFile != "" {
+		cfg["certificate_file"], cfg["private_key_file"] = certFile, keyFile
+	}
+	b, err := json.Marshal(map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri":      xdsAddr,
+			"channel_creds":   []any{map[string]any{"type": "tls", "config": cfg}},
+			"server_features": []string{"xds_v3"},
+		}},
+		"node": map[string]any{"id": nodeID, "cluster": "e2e", "locality": map[string]any{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// xdsNodes are the node ids /debug/xds/clients lists.
+func xdsNodes(t *testing.T, hc *http.Client, sb *proc) map[string]bool {
+	t.Helper()
+	code, body := httpsGet(hc, "https://"+sb.HTTPAddr+"/debug/xds/clients")
+	if code != http.StatusOK {
+		t.Fatalf("GET /debug/xds/clients: %d %s", code, body)
+	}
+	var clients []struct {
+		NodeID string `json:"nodeId"`
+	}
+	if err := json.Unmarshal([]byte(body), &clients); err != nil {
+		t.Fatalf("/debug/xds/clients: %v in %s", err, body)
+	}
+	out := map[string]bool{}
+	for _, c := range clients {
+		out[c.NodeID] = true
+	}
+	return out
+}
+
+// TestTLSServe: with --tls-cert, --tls-key and --tls-client-ca, the xDS port
+// serves mutual TLS (a proxyless client with a certificate gets its
+// configuration, one without is refused) and the HTTP port serves TLS (the
+// API and the CLI over https, plain http refused).
+func TestTLSServe(t *testing.T) {
+	c := consultest.Start(t)
+	backend(t, c, "greeter", "g1", "v1")
+	pki := writeTestPKI(t, t.TempDir())
+	hc := httpsClient(t, pki.CA)
+	sb := startTLSSignalbox(t, c.HTTPAddr(), hc, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-client-ca", pki.CA)
+
+	// A proxyless client with a client certificate gets its configuration
+	// over mutual TLS and reaches the backend.
+	cc, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-client", pki.CA, pki.ClientCert, pki.ClientKey), "greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	var lastErr error
+	eventually(t, 15*time.Second, "the mTLS xDS client reaches g1", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		r := demo.Call(ctx, cc)
+		lastErr = r.Err
+		return r.Err == nil && r.ServerID == "g1"
+	})
+	if !xdsNodes(t, hc, sb)["tls-client"] {
+		t.Errorf("/debug/xds/clients does not list the mTLS client")
+	}
+
+	// A client without a certificate is refused: the handshake fails with
+	// the server's "certificate required", and its xDS client never gets a
+	// configuration.
+	roots := hc.Transport.(*http.Transport).TLSClientConfig.RootCAs
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", sb.XDSAddr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}})
+	if err == nil {
+		// With TLS 1.3 the client learns of the refusal on its first read.
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("TLS to the xDS port without a client certificate: %v; want the server's \"certificate required\"", err)
+	}
+	noCert, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-client-without-cert", pki.CA, "", ""), "greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { noCert.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	r := demo.Call(ctx, noCert)
+	cancel()
+	if r.Err == nil {
+		t.Errorf("an xDS client without a client certificate made a call (answered by %s)", r.ServerID)
+	} else {
+		t.Logf("client without a certificate: %v", r.Err)
+	}
+	if xdsNodes(t, hc, sb)["tls-client-without-cert"] {
+		t.Errorf("/debug/xds/clients lists the client without a certificate")
+	}
+
+	// The HTTP port: https with the CA works, without it the certificate is
+	// unknown, plain http is refused.
+	if code, body := httpsGet(hc, "https://"+sb.HTTPAddr+"/readyz"); code != http.StatusOK {
+		t.Errorf("GET https://…/readyz: %d %s", code, body)
+	}
+	if code, body := httpsGet(&http.Client{Timeout: 5 * time.Second}, "https://"+sb.HTTPAddr+"/readyz"); code != 0 || !strings.Contains(body, "certificate") {
+		t.Errorf("GET https://…/readyz without the CA: %d %s; want a certificate error", code, body)
+	}
+	if code, body := httpsGet(&http.Client{Timeout: 5 * time.Second}, "http://"+sb.HTTPAddr+"/readyz"); code == http.StatusOK {
+		t.Errorf("GET http://…/readyz on the TLS port: %d %s; want it refused", code, body)
+	}
+
+	// The CLI over https with a private CA.
+	out, err := exec.Command(signalboxBin, "graph", "--addr", "https://"+sb.HTTPAddr, "--tls-ca", pki.CA).CombinedOutput()
+	if err != nil {
+		t.Errorf("signalbox graph --addr https://… --tls-ca: %v\n%s", err, out)
+	} else if !strings.Contains(string(out), "no traffic") && !strings.Contains(string(out), "SOURCE") {
+		t.Errorf("signalbox graph: unexpected output %s", out)
+	}
+	out, err = exec.Command(signalboxBin, "graph", "--addr", "https://"+sb.HTTPAddr).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate") {
+		t.Errorf("signalbox graph without --tls-ca: %v\n%s; want a certificate error", err, out)
+	}
+	out, err = exec.Command(signalboxBin, "rollout", "list", "--addr", "https://"+sb.HTTPAddr, "--tls-ca", pki.CA).CombinedOutput()
+	if err != nil {
+		t.Errorf("signalbox rollout list --addr https://… --tls-ca: %v\n%s", err, out)
+	}
+
+	// The log says how each port is served.
+	b, err := os.ReadFile(sb.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"xds serving", "tls=mtls", "http listening", "tls=tls"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the log does not say %q", want)
+		}
+	}
+	if t.Failed() && lastErr != nil {
+		t.Logf("last call error of the mTLS client: %v", lastErr)
+	}
+}
+
+// TestTLSFlagsNeedEachOther: --tls-cert without --tls-key stops serve with
+// exit code 2 and a message.
+func TestTLSFlagsNeedEachOther(t *testing.T) {
+	cmd := exec.Command(signalboxBin, "serve", "--tls-cert", "cert.pem")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "--tls-cert needs --tls-key") {
+		t.Fatalf("serve --tls-cert alone: %v\n%s; want exit 2 and a message", err, out)
+	}
+}
