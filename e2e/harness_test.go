@@ -79,6 +79,18 @@ func startSignalbox(t *testing.T, consulAddr, xdsAddr string, args ...string) *p
 // e.g. to restart one where it was.
 func startSignalboxAt(t *testing.T, consulAddr, xdsAddr, httpAddr string, args ...string) *proc {
 	t.Helper()
+	p := launchSignalbox(t, consulAddr, xdsAddr, httpAddr, args...)
+	p.waitReady("signalbox becomes ready", func() bool {
+		code, _ := p.get("/readyz")
+		return code == http.StatusOK
+	})
+	return p
+}
+
+// launchSignalbox starts signalbox serve without waiting for it; see
+// waitReady.
+func launchSignalbox(t *testing.T, consulAddr, xdsAddr, httpAddr string, args ...string) *proc {
+	t.Helper()
 	if xdsAddr == "" {
 		xdsAddr = freeAddr(t)
 	}
@@ -105,17 +117,21 @@ func startSignalboxAt(t *testing.T, consulAddr, xdsAddr, httpAddr string, args .
 			t.Logf("signalbox log:\n%s", lastLines(string(b), 60))
 		}
 	})
-	eventually(t, 30*time.Second, "signalbox becomes ready", func() bool {
+	return p
+}
+
+// waitReady waits up to 30s for ready, failing at once if signalbox exits.
+func (p *proc) waitReady(what string, ready func() bool) {
+	p.t.Helper()
+	eventually(p.t, 30*time.Second, what, func() bool {
 		select {
 		case <-p.exited:
 			b, _ := os.ReadFile(p.log)
-			t.Fatalf("signalbox exited before it was ready:\n%s", lastLines(string(b), 40))
+			p.t.Fatalf("signalbox exited before it was ready:\n%s", lastLines(string(b), 40))
 		default:
 		}
-		code, _ := p.get("/readyz")
-		return code == http.StatusOK
+		return ready()
 	})
-	return p
 }
 
 // Stop ends signalbox with SIGTERM (SIGKILL after 10s).

@@ -107,33 +107,8 @@ func httpsClient(t *testing.T, caFile string) *http.Client {
 // TLS: it waits for https://…/readyz with the CA.
 func startTLSSignalbox(t *testing.T, consulAddr string, hc *http.Client, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, XDSAddr: freeAddr(t), HTTPAddr: freeAddr(t), exited: make(chan struct{})}
-	logf, err := os.CreateTemp(t.TempDir(), "signalbox-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.log = logf.Name()
-	all := append([]string{"serve", "--consul-addr", consulAddr, "--xds-addr", p.XDSAddr, "--http-addr", p.HTTPAddr, "--log-level", "debug"}, args...)
-	p.cmd = exec.Command(signalboxBin, all...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start signalbox: %v", err)
-	}
-	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			t.Logf("signalbox log:\n%s", lastLines(string(b), 60))
-		}
-	})
-	eventually(t, 30*time.Second, "signalbox becomes ready over https", func() bool {
-		select {
-		case <-p.exited:
-			b, _ := os.ReadFile(p.log)
-			t.Fatalf("signalbox exited before it was ready:\n%s", lastLines(string(b), 40))
-		default:
-		}
+	p := launchSignalbox(t, consulAddr, "", "", args...)
+	p.waitReady("signalbox becomes ready over https", func() bool {
 		code, _ := httpsGet(hc, "https://"+p.HTTPAddr+"/readyz")
 		return code == http.StatusOK
 	})
