@@ -54,6 +54,10 @@ type Webhook struct {
 	// Services are the services whose rollouts the webhook hears of; empty
 	// means every service.
 	Services []string `json:"services,omitempty"`
+	// Kinds are the kinds of events the webhook hears of (phase, step,
+	// command, decision); empty means every kind. A chat channel may want
+	// only phase changes; a rollback alone is then one message, not three.
+	Kinds []string `json:"kinds,omitempty"`
 	// Format is json (default) or slack.
 	Format Format `json:"format,omitempty"`
 	// TimeoutSeconds bounds each attempt (default 10; from 0.001 to 300).
@@ -70,18 +74,15 @@ func (w Webhook) Timeout() time.Duration {
 	return time.Duration(w.TimeoutSeconds * float64(time.Second))
 }
 
-// wants reports whether the webhook hears of a service's rollouts.
-func (w Webhook) wants(service string) bool {
-	if len(w.Services) == 0 {
-		return true
-	}
-	for _, s := range w.Services {
-		if s == service {
-			return true
-		}
-	}
-	return false
+// wants reports whether the webhook hears of a service's rollouts, and of
+// events of that kind.
+func (w Webhook) wants(service, kind string) bool {
+	return (len(w.Services) == 0 || slices.Contains(w.Services, service)) &&
+		(len(w.Kinds) == 0 || slices.Contains(w.Kinds, kind))
 }
+
+// eventKinds are the kinds a webhook may ask for.
+func eventKinds() []string { return []string{KindPhase, KindStep, KindCommand, KindDecision} }
 
 // LoadConfig reads the config file at path (see ParseConfig).
 func LoadConfig(path string) (Config, error) {
@@ -96,7 +97,7 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig reads a JSON config such as
 //
 //	{"webhooks": [
-//	  {"url": "https://hooks.slack.com/services/…", "format": "slack", "services": ["greeter"]},
+//	  {"url": "https://hooks.slack.com/services/…", "format": "slack", "services": ["greeter"], "kinds": ["phase"]},
 //	  {"url": "https://deploys.example.com/signalbox", "timeoutSeconds": 5, "headers": {"X-Token": "…"}}
 //	]}
 //
@@ -151,6 +152,11 @@ func (c Config) Validate() error {
 				bad("services[%d]: empty: name a Consul service, or leave services out for every service", j)
 			} else if strings.TrimSpace(s) != s {
 				bad("services[%d] %q: remove the spaces around the name", j, s)
+			}
+		}
+		for j, k := range w.Kinds {
+			if !slices.Contains(eventKinds(), k) {
+				bad("kinds[%d] %q: want %s (or leave kinds out for every kind)", j, k, strings.Join(eventKinds(), ", "))
 			}
 		}
 		switch w.Format {

@@ -31,8 +31,12 @@ func TestParseConfig(t *testing.T) {
 	if got.Webhooks[0].Timeout() != DefaultTimeout || got.Webhooks[1].Timeout() != 2500*time.Millisecond {
 		t.Errorf("timeouts %v %v", got.Webhooks[0].Timeout(), got.Webhooks[1].Timeout())
 	}
-	if !got.Webhooks[1].wants("anything") || !got.Webhooks[0].wants("greeter") || got.Webhooks[0].wants("payments") {
+	if !got.Webhooks[1].wants("anything", KindStep) || !got.Webhooks[0].wants("greeter", KindStep) || got.Webhooks[0].wants("payments", KindStep) {
 		t.Error("services filter: empty means every service, else only those listed")
+	}
+	phases := Webhook{URL: "https://x", Kinds: []string{KindPhase}}
+	if !phases.wants("greeter", KindPhase) || phases.wants("greeter", KindDecision) {
+		t.Error("kinds filter: only the kinds listed")
 	}
 	if c, err := ParseConfig(strings.NewReader(`{"webhooks": []}`), "x"); err != nil || len(c.Webhooks) != 0 {
 		t.Errorf("no webhooks: %v %v", c, err)
@@ -57,6 +61,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"no host", `{"webhooks": [{"url": "https:///path"}]}`, []string{"without a host"}},
 		{"not a url", `{"webhooks": [{"url": "https://exa mple.com/tok3n"}]}`, []string{"webhooks[0].url: not a URL"}},
 		{"unknown format", `{"webhooks": [{"url": "https://x", "format": "teams"}]}`, []string{`format "teams": want json or slack`}},
+		{"unknown kind", `{"webhooks": [{"url": "https://x", "kinds": ["phase", "rollback"]}]}`, []string{`webhooks[0].kinds[1] "rollback": want phase, step, command, decision`}},
 		{"negative timeout", `{"webhooks": [{"url": "https://x", "timeoutSeconds": -1}]}`, []string{"timeoutSeconds -1: must not be negative"}},
 		{"huge timeout", `{"webhooks": [{"url": "https://x", "timeoutSeconds": 1e300}]}`, []string{"at most 300"}},
 		{"tiny timeout", `{"webhooks": [{"url": "https://x", "timeoutSeconds": 1e-300}]}`, []string{"at least 0.001"}},

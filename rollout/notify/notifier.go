@@ -118,7 +118,7 @@ func New(cfg Config, o Options) *Notifier {
 func (n *Notifier) Notify(old, new rollout.Rollout) {
 	for _, note := range Events(old, new) {
 		for _, h := range n.hooks {
-			if !h.cfg.wants(note.Service) {
+			if !h.cfg.wants(note.Service, note.Kind) {
 				continue
 			}
 			select {

@@ -226,6 +226,45 @@ func TestDeliversJSONInOrderFilteredByService(t *testing.T) {
 	}
 }
 
+func TestDeliversOnlyTheKindsAsked(t *testing.T) {
+	all, phases := newWebhook(ok), newWebhook(ok)
+	allSrv, phasesSrv := httptest.NewServer(all), httptest.NewServer(phases)
+	defer allSrv.Close()
+	defer phasesSrv.Close()
+	n, done := start(t, Config{Webhooks: []Webhook{
+		{URL: allSrv.URL},
+		{URL: phasesSrv.URL, Kinds: []string{KindPhase}},
+	}}, Options{})
+
+	var wantPhases []Notification
+	greeter := lifecycle(t, "greeter")
+	for _, c := range greeter {
+		for _, e := range Events(c.old, c.new) {
+			if e.Kind == KindPhase {
+				wantPhases = append(wantPhases, e)
+			}
+		}
+	}
+	sent := notifyAll(n, greeter)
+	if len(wantPhases) == 0 || len(wantPhases) == sent {
+		t.Fatalf("the lifecycle has %d phase events of %d: the test needs some of each", len(wantPhases), sent)
+	}
+	wait(t, done, sent+len(wantPhases))
+	if got := len(all.requests()); got != sent {
+		t.Errorf("the webhook without kinds got %d notifications, want all %d", got, sent)
+	}
+	got := phases.requests()
+	if len(got) != len(wantPhases) {
+		t.Fatalf("the phase webhook got %d notifications, want the %d phase changes", len(got), len(wantPhases))
+	}
+	for i, r := range got {
+		var b jsonBody
+		if err := json.Unmarshal(r.body, &b); err != nil || b.Kind != KindPhase || b.To != wantPhases[i].To {
+			t.Errorf("phase webhook, request %d: %s (%v), want the change to %s", i, r.body, err, wantPhases[i].To)
+		}
+	}
+}
+
 func TestSlackBody(t *testing.T) {
 	w := newWebhook(ok)
 	srv := httptest.NewServer(w)
