@@ -69,6 +69,11 @@ type Options struct {
 	// OnChange, when set, is told of every rollout the controller wrote (for
 	// notifications and metrics).
 	OnChange func(old, new rollout.Rollout)
+	// OnRead, when set, is called after each read of the rollouts from KV
+	// (a blocking query: when they changed, or when it timed out), on every
+	// replica, for gauges that must follow KV where the change was not
+	// written. It must not block.
+	OnRead func()
 }
 
 // Controller drives the releases. It is safe for concurrent use.
@@ -185,6 +190,9 @@ func (c *Controller) watch(ctx context.Context) error {
 		c.mu.Unlock()
 		if err == nil {
 			c.loadedOnce.Do(func() { close(c.loaded) })
+		}
+		if c.o.OnRead != nil {
+			c.o.OnRead()
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,18 +134,21 @@ type rig struct {
 	plans  *plans
 	cancel context.CancelFunc
 	done   chan error
+	reads  atomic.Int64 // OnRead calls
 }
 
 func start(t *testing.T, a *consultest.Agent, tr *traffic, id string) *rig {
 	t.Helper()
 	p := &plans{tr: tr}
+	r := &rig{plans: p, done: make(chan error, 1)}
 	ctl := New(Options{
 		Client: a.Client(), Counts: tr, Catalog: consulCatalog{a.Client()}, Plans: p.set,
 		Interval: 20 * time.Millisecond, LockWait: 200 * time.Millisecond, ReplicaID: id,
 		Logger: testLogger(t).With("replica", id),
+		OnRead: func() { r.reads.Add(1) },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &rig{ctl: ctl, plans: p, cancel: cancel, done: make(chan error, 1)}
+	r.ctl, r.cancel = ctl, cancel
 	go func() { r.done <- ctl.Run(ctx) }()
 	t.Cleanup(r.stop)
 	return r
@@ -330,6 +334,8 @@ func TestAnotherReplicaTakesOver(t *testing.T) {
 	first := start(t, a, tr, "a")
 	eventually(t, 10*time.Second, "replica a leads", first.ctl.IsLeader)
 	second := start(t, a, tr, "b")
+	eventually(t, 10*time.Second, "replica b has read KV", func() bool { return second.reads.Load() > 0 })
+	readsBefore := second.reads.Load()
 	s := spec()
 	s.Steps = []uint32{10, 30, 60}
 	s.StepInterval = rollout.Duration(2 * time.Second)
@@ -343,6 +349,9 @@ func TestAnotherReplicaTakesOver(t *testing.T) {
 	})
 	if second.ctl.IsLeader() {
 		t.Fatal("both replicas lead")
+	}
+	if second.reads.Load() <= readsBefore {
+		t.Error("replica b read the new rollout from KV without telling OnRead (its gauges would lag)")
 	}
 	first.stop()
 	eventually(t, 10*time.Second, "replica b takes the lock", second.ctl.IsLeader)
