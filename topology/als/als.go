@@ -115,11 +115,15 @@ const (
 	// SkipInboundTCP: an inbound TCP connection counts only in the served
 	// view (see the package documentation).
 	SkipInboundTCP = "inbound_tcp"
+	// SkipShadow: a mirrored request (Envoy suffixes its authority's host
+	// with -shadow) is not user traffic: it counts nowhere, not even in
+	// the served view a release's analysis may read.
+	SkipShadow = "shadow"
 )
 
 // SkipReasons lists every skip reason, for metrics.
 func SkipReasons() []string {
-	return []string{SkipOtherCluster, SkipCountedByPeer, SkipLogName, SkipIncomplete, SkipInboundTCP}
+	return []string{SkipOtherCluster, SkipCountedByPeer, SkipLogName, SkipIncomplete, SkipInboundTCP, SkipShadow}
 }
 
 // skipIndex numbers the reasons for the counters; -1 for "" (an edge).
@@ -135,11 +139,13 @@ func skipIndex(reason string) int {
 		return 3
 	case SkipInboundTCP:
 		return 4
+	case SkipShadow:
+		return 5
 	}
 	return -1
 }
 
-const numSkips = 5
+const numSkips = 6
 
 // Attribution is what one entry adds to the graph.
 type Attribution struct {
@@ -190,6 +196,7 @@ type facts struct {
 	// or not a status.
 	grpcTrailer, grpcHeader int
 	fromPeer                bool // DownstreamClusterHeader present
+	shadow                  bool // a mirrored request (see isShadow)
 	bytesIn, bytesOut       uint64
 }
 
@@ -216,7 +223,28 @@ func (f *facts) fromHTTP(e *accesslogdatav3.HTTPAccessLogEntry) {
 	f.status = e.GetResponse().GetResponseCode().GetValue()
 	f.bytesIn, f.bytesOut = e.GetRequest().GetRequestBodyBytes(), e.GetResponse().GetResponseBodyBytes()
 	_, f.fromPeer = e.GetRequest().GetRequestHeaders()[DownstreamClusterHeader]
+	f.shadow = isShadow(e.GetRequest().GetAuthority())
 	f.grpcTrailer, f.grpcHeader = grpcStatusOf(e.GetResponse().GetResponseTrailers()), grpcStatusOf(e.GetResponse().GetResponseHeaders())
+}
+
+// isShadow reports whether an authority is a mirrored request's: Envoy
+// suffixes the host with -shadow ("greeter-shadow", "greeter-shadow:8080";
+// older versions after the port, "greeter:8080-shadow"). It takes the
+// wire's bytes as they are, without a copy.
+func isShadow[T string | []byte](authority T) bool {
+	const suffix = "-shadow"
+	endsShadow := func(n int) bool { return n >= len(suffix) && string(authority[n-len(suffix):n]) == suffix }
+	n := len(authority)
+	if endsShadow(n) {
+		return true
+	}
+	// Without the port: the last ':' after any ']' of an IPv6 address.
+	for i := n - 1; i >= 0 && authority[i] != ']'; i-- {
+		if authority[i] == ':' {
+			return endsShadow(i)
+		}
+	}
+	return false
 }
 
 func grpcStatusOf(hdrs map[string]string) int {
@@ -287,6 +315,8 @@ func attribute(id Identity, f *facts) Attribution {
 		o.Source, o.Target = topology.Node{Service: UnknownService}, self
 		a := Attribution{Obs: o, Served: true}
 		switch {
+		case f.shadow:
+			a.Skip, a.Served = SkipShadow, false
 		case f.tcp:
 			a.Skip = SkipInboundTCP
 		case f.fromPeer:

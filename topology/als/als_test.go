@@ -24,6 +24,7 @@ type entry struct {
 	connFail bool
 	fromPeer bool
 	latency  time.Duration
+	host     string // the request's authority
 }
 
 func (e entry) proto() *accesslogdatav3.HTTPAccessLogEntry {
@@ -34,7 +35,7 @@ func (e entry) proto() *accesslogdatav3.HTTPAccessLogEntry {
 			TimeToLastDownstreamTxByte: durationpb.New(e.latency),
 			ResponseFlags:              &accesslogdatav3.ResponseFlags{UpstreamConnectionFailure: e.connFail},
 		},
-		Request:  &accesslogdatav3.HTTPRequestProperties{RequestHeaders: map[string]string{}},
+		Request:  &accesslogdatav3.HTTPRequestProperties{Authority: e.host, RequestHeaders: map[string]string{}},
 		Response: &accesslogdatav3.HTTPResponseProperties{ResponseTrailers: map[string]string{}},
 	}
 	if e.status > 0 {
@@ -107,6 +108,9 @@ func TestAttribute(t *testing.T) {
 		{"telemetry sink", webOut, entry{cluster: "signalbox-zipkin", status: 202}, SkipOtherCluster, false, topology.Node{}, topology.Node{}, "", 0, false},
 		{"inbound from a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", status: 200}, "", true, unknown, api, topology.HTTP, topology.Class2xx, false},
 		{"inbound already counted by the caller: served only", apiIn, entry{cluster: "inbound|api|9000", status: 500, fromPeer: true}, SkipCountedByPeer, true, unknown, api, topology.HTTP, topology.Class5xx, true},
+		{"inbound mirrored request: nowhere", apiIn, entry{cluster: "inbound|api|9000", status: 200, fromPeer: true, host: "api-shadow:9000"}, SkipShadow, false, topology.Node{}, topology.Node{}, "", 0, false},
+		{"inbound mirrored request from a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", status: 503, host: "api:9000-shadow"}, SkipShadow, false, topology.Node{}, topology.Node{}, "", 0, false},
+		{"inbound with an ordinary authority", apiIn, entry{cluster: "inbound|api|9000", status: 200, host: "api:9000"}, "", true, unknown, api, topology.HTTP, topology.Class2xx, false},
 		{"unknown log name", Identity{Service: "web", LogName: "mine"}, entry{cluster: "outbound|api", status: 200}, SkipLogName, false, topology.Node{}, topology.Node{}, "", 0, false},
 	}
 	for _, c := range cases {
@@ -129,6 +133,18 @@ func TestAttribute(t *testing.T) {
 	}
 	if a := Attribute(apiIn, &accesslogdatav3.HTTPAccessLogEntry{}); a.Skip != SkipIncomplete || a.Served {
 		t.Fatalf("an inbound entry without common properties: %+v", a)
+	}
+}
+
+func TestIsShadow(t *testing.T) {
+	for authority, want := range map[string]bool{
+		"api-shadow": true, "api-shadow:9000": true, "api:9000-shadow": true, "10.0.0.3:21000-shadow": true,
+		"[::1]-shadow": true, "[::1]-shadow:80": true,
+		"api": false, "api:9000": false, "shadow": false, "api-shadowy:80": false, "[::1]:80": false, "[fe80::shadow]": false, "": false, ":": false,
+	} {
+		if got, gotBytes := isShadow(authority), isShadow([]byte(authority)); got != want || gotBytes != want {
+			t.Errorf("isShadow(%q) = %v (bytes: %v), want %v", authority, got, gotBytes, want)
+		}
 	}
 }
 

@@ -86,6 +86,7 @@ func FuzzAttribute(f *testing.F) {
 	for _, m := range []*alsv3.StreamAccessLogsMessage{
 		httpMessage(identifier("web", "v1", LogOutbound), []entry{{cluster: "outbound|api|v2", status: 200, grpc: "14"}}),
 		httpMessage(identifier("api", "v2", LogInbound), []entry{{cluster: "inbound|api|9000", status: 503, fromPeer: true, latency: time.Second}, {connFail: true}}),
+		httpMessage(identifier("api", "v2", LogInbound), []entry{{cluster: "inbound|api|9000", status: 200, host: "api-shadow:9000"}, {cluster: "inbound|api|9000", status: 200, host: "api:9000"}}),
 	} {
 		seed, err := proto.Marshal(m)
 		if err != nil {

@@ -48,6 +48,7 @@ const (
 	fFlagsConnTerm    = 7
 	fFlagsOverflow    = 8
 
+	fReqAuthority = 3
 	fReqBodyBytes = 12
 	fReqHeaders   = 13
 
@@ -412,6 +413,8 @@ func request(b []byte, e *facts) error {
 		switch {
 		case s.num == fReqBodyBytes && s.typ == protowire.VarintType:
 			e.bytesIn = s.v
+		case s.num == fReqAuthority && s.typ == protowire.BytesType:
+			e.shadow = isShadow(s.val)
 		case s.num == fReqHeaders && s.typ == protowire.BytesType:
 			k, _, err := mapEntry(s.val)
 			if err != nil {
