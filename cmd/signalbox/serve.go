@@ -375,9 +375,19 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		// wrote the change: at once after each read, and every 15s.
 		tick := time.NewTicker(15 * time.Second)
 		defer tick.Stop()
+		started := false
 		for {
 			if all, err := releases.List(ctx, false); err == nil {
-				rolloutMetrics.Set(all)
+				// Set once, on start: the history so far is not counted.
+				// After that only the gauges follow KV; the counters count
+				// what this replica writes (Observe), and a refresh that
+				// reads a write before its Observe must not swallow it.
+				if !started {
+					rolloutMetrics.Set(all)
+					started = true
+				} else {
+					rolloutMetrics.Refresh(all)
+				}
 			}
 			select {
 			case <-ctx.Done():

@@ -3,12 +3,14 @@
 // analysis' decisions, of rollbacks and of phase transitions.
 //
 // Set takes the rollouts as they stand on start; Observe follows every
-// write after that (controller.Options.OnChange). The counters count the
-// history events a Metrics has not seen yet, so a write observed twice, or
-// a history Set already showed, is not counted again.
+// write after that (controller.Options.OnChange); Refresh keeps the gauges
+// in step with what other replicas write. The counters count the history
+// events a Metrics has not seen yet, so a write observed twice, or a
+// history Set already showed, is not counted again.
 package metrics
 
 import (
+	"maps"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,8 +36,12 @@ type Metrics struct {
 	transitions *prometheus.CounterVec
 
 	mu sync.Mutex
-	// current is each service's rollout as last observed.
+	// current is each service's rollout as the gauges show it.
 	current map[string]rollout.Rollout
+	// counted is each service's rollout as far as the counters counted it
+	// (Set and Observe; not Refresh, which may read a write before the
+	// Observe of it, which must still count its events).
+	counted map[string]rollout.Rollout
 }
 
 // phases are every phase of the state machine, so that each has a series
@@ -79,6 +85,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Phase changes of rollouts.",
 		}, []string{"from", "to"}),
 		current: map[string]rollout.Rollout{},
+		counted: map[string]rollout.Rollout{},
 	}
 	for _, p := range phases() {
 		m.rollouts.WithLabelValues(string(p))
@@ -99,6 +106,20 @@ func New(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) Set(all []rollout.Rollout) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.setGauges(all)
+	m.counted = maps.Clone(m.current)
+}
+
+// Refresh sets the gauges from the rollouts as they stand (as Set does),
+// for a replica that did not write them, and leaves the counters alone.
+func (m *Metrics) Refresh(all []rollout.Rollout) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setGauges(all)
+}
+
+// setGauges shows each service's newest rollout of all.
+func (m *Metrics) setGauges(all []rollout.Rollout) {
 	m.current = map[string]rollout.Rollout{}
 	for _, r := range all {
 		if cur, ok := m.current[r.Spec.Service]; !ok || newer(r, cur) {
@@ -124,7 +145,7 @@ func (m *Metrics) Observe(old, new rollout.Rollout) {
 	if old.ID == new.ID {
 		from = len(old.History)
 	}
-	prev, known := m.current[svc]
+	prev, known := m.counted[svc]
 	switch {
 	case known && prev.ID == new.ID:
 		if len(new.History) < len(prev.History) {
@@ -133,8 +154,6 @@ func (m *Metrics) Observe(old, new rollout.Rollout) {
 		from = max(from, len(prev.History))
 	case known && newer(prev, new):
 		return // an older rollout of the service
-	case known:
-		m.weight.DeleteLabelValues(svc, prev.ID) // replaced
 	}
 	for _, e := range new.History[min(from, len(new.History)):] {
 		switch e.Kind {
@@ -146,6 +165,14 @@ func (m *Metrics) Observe(old, new rollout.Rollout) {
 		case "decision":
 			m.decisions.WithLabelValues(svc, verdict(e)).Inc()
 		}
+	}
+	m.counted[svc] = new
+	// The gauges, unless a refresh already shows something newer.
+	if cur, ok := m.current[svc]; ok && (newer(cur, new) || cur.ID == new.ID && len(cur.History) > len(new.History)) {
+		return
+	}
+	if cur, ok := m.current[svc]; ok && cur.ID != new.ID {
+		m.weight.DeleteLabelValues(svc, cur.ID) // replaced
 	}
 	m.current[svc] = new
 	m.setWeight(new)

@@ -210,6 +210,39 @@ signalbox_rollout_rollbacks_total{service="greeter"} 1
 	}
 }
 
+// A replica's refresh from KV may read a write before the writer's
+// Observe of it: the counters must still count that write's events, and
+// the gauges must not go back to the older state Observe carries.
+func TestRefreshBeforeObserveCountsAllTheSame(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := New(reg)
+	m.Set(nil)
+	greeter := run(t, "greeter.3", t0, true, "")
+	for _, c := range greeter {
+		m.Refresh([]rollout.Rollout{c.new})
+		m.Observe(c.old, c.new)
+	}
+	compare(t, reg, `# HELP signalbox_rollout_decisions_total Decisions of the analysis: pass (a step's hold passed) or fail (the candidate was rolled back).
+# TYPE signalbox_rollout_decisions_total counter
+signalbox_rollout_decisions_total{service="greeter",verdict="fail"} 1
+signalbox_rollout_decisions_total{service="greeter",verdict="pass"} 1
+# HELP signalbox_rollout_rollbacks_total Rollbacks started (moves to RollingBack): the analysis found the candidate worse, or past a guard.
+# TYPE signalbox_rollout_rollbacks_total counter
+signalbox_rollout_rollbacks_total{service="greeter"} 1
+`, "signalbox_rollout_decisions_total", "signalbox_rollout_rollbacks_total")
+	compare(t, reg, phaseCounts(map[rollout.Phase]int{rollout.RolledBack: 1}), "signalbox_rollouts")
+
+	// A late Observe of an earlier write leaves the gauges on the newer state.
+	m.Observe(greeter[0].old, greeter[0].new)
+	compare(t, reg, phaseCounts(map[rollout.Phase]int{rollout.RolledBack: 1}), "signalbox_rollouts")
+	// And a refresh alone counts nothing.
+	m2 := New(nil)
+	m2.Refresh([]rollout.Rollout{last(greeter)})
+	if got := testutil.ToFloat64(m2.rollbacks.WithLabelValues("greeter")); got != 0 {
+		t.Errorf("a refresh counted %v rollbacks", got)
+	}
+}
+
 func TestCandidateWeight(t *testing.T) {
 	mirrored := canarySpec("greeter")
 	mirrored.MirrorPercent = 5
