@@ -526,11 +526,7 @@ func TestOpenAPIOperationsReachTheirHandlers(t *testing.T) {
 	})
 	mux, ok := h.(*http.ServeMux)
 	if !ok {
-		t.Skipf("New returns a %T, not the *http.ServeMux this test reads", h)
-	}
-	if _, p := mux.Handler(httptest.NewRequest(http.MethodGet, "/api/v1/openapi.yaml", nil)); p == "/" {
-		// Until New calls registerOpenAPI itself.
-		registerOpenAPI(mux)
+		t.Fatalf("New returns a %T, not the *http.ServeMux this test reads its routes from", h)
 	}
 	ops := doc.operations()
 	for _, path := range oasSortedKeys(ops) {

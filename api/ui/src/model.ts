@@ -6,7 +6,7 @@
 // where the other end is collapsed (their quantiles are then the largest of
 // the summed edges': an upper bound, marked approx).
 
-import type { ClassCounts, Graph, GraphEdge, GraphNode } from "./types";
+import type { Graph, GraphEdge, GraphNode } from "./types";
 
 export interface VNode {
   /** "s:<service>" or "v:<service@version>" */
@@ -21,20 +21,9 @@ export interface VNode {
   versions: GraphNode[];
 }
 
-export interface VEdge {
+/** VEdge is a drawn edge: the API's edge (summed, for a service edge) with its id. */
+export interface VEdge extends GraphEdge {
   id: string;
-  source: string;
-  target: string;
-  protocol: string;
-  requests: number;
-  errors: number;
-  bytes: number;
-  rps: number;
-  errorRate: number;
-  byClass: ClassCounts;
-  p50Ms: number;
-  p95Ms: number;
-  p99Ms: number;
   /** the quantiles are an upper bound over several version edges */
   approx: boolean;
   /** the version-level edges behind it, for the per-version split */
