@@ -263,8 +263,12 @@ func (a *Agent) start() error {
 	return nil
 }
 
-// waitReady polls until the agent knows a leader and a consistent catalog
-// read succeeds (a new leader refuses those until it has caught up).
+// waitReady polls until the agent knows a leader, a consistent catalog read
+// succeeds (a new leader refuses those until it has caught up), and the
+// server's own "consul" service is registered and passing. The leader
+// registers that service a moment after it is elected; waiting for it keeps
+// the catalog still once Start returns, so a watcher test never sees it
+// arrive late and mistake it for a change.
 func (a *Agent) waitReady(exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -291,6 +295,15 @@ func (a *Agent) waitReady(exited <-chan struct{}) error {
 		}
 		if _, _, err := a.client.Catalog().Services(q); err != nil {
 			last = fmt.Errorf("catalog/services: %w", err)
+			continue
+		}
+		self, _, err := a.client.Health().Service("consul", "", true, q)
+		if err != nil {
+			last = fmt.Errorf("health/service/consul: %w", err)
+			continue
+		}
+		if len(self) == 0 {
+			last = errors.New(`the server's own "consul" service is not registered and passing yet`)
 			continue
 		}
 		return nil
