@@ -15,15 +15,27 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/signalbox/signalbox/discovery/consul/consultest"
 	"github.com/signalbox/signalbox/e2e/demo"
+	"github.com/signalbox/signalbox/xds/ir"
 )
 
 // tlsFiles are the PEM files of a test PKI: a CA, a server certificate for
@@ -62,13 +74,13 @@ func writeTestPKI(t *testing.T, dir string) tlsFiles {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, certName, keyName string) (string, string) {
+	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, certName, keyName string, uris ...*url.URL) (string, string) {
 		k := newKey()
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, URIs: uris,
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
 		if err != nil {
@@ -82,7 +94,10 @@ func writeTestPKI(t *testing.T, dir string) tlsFiles {
 	}
 	f := tlsFiles{CA: write("ca.pem", "CERTIFICATE", caDER)}
 	f.ServerCert, f.ServerKey = issue(2, "signalbox", x509.ExtKeyUsageServerAuth, "server.pem", "server-key.pem")
-	f.ClientCert, f.ClientKey = issue(3, "greeter-client", x509.ExtKeyUsageClientAuth, "client.pem", "client-key.pem")
+	// The client's identity in the form of Consul's Connect CA; the
+	// common name says something else, so that the URI is what counts.
+	spiffe := &url.URL{Scheme: "spiffe", Host: "e2e.consul", Path: "/ns/default/dc/dc1/svc/" + clientService}
+	f.ClientCert, f.ClientKey = issue(3, "greeter-client-cn", x509.ExtKeyUsageClientAuth, "client.pem", "client-key.pem", spiffe)
 	return f
 }
 
@@ -125,9 +140,13 @@ func httpsGet(hc *http.Client, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// clientService is the service the test PKI's client certificate names.
+const clientService = "greeter-client"
+
 // tlsBootstrap is a gRPC xDS bootstrap whose channel to the control plane is
-// TLS, mutual when certFile and keyFile are given.
-func tlsBootstrap(t *testing.T, xdsAddr, nodeID, caFile, certFile, keyFile string) []byte {
+// TLS, mutual when certFile and keyFile are given; the node claims service
+// cluster.
+func tlsBootstrap(t *testing.T, xdsAddr, nodeID, cluster, caFile, certFile, keyFile string) []byte {
 	t.Helper()
 	cfg := map[string]string{"ca_certificate_file": caFile}
 	if certFile != "" {
@@ -139,7 +158,7 @@ func tlsBootstrap(t *testing.T, xdsAddr, nodeID, caFile, certFile, keyFile strin
 			"channel_creds":   []any{map[string]any{"type": "tls", "config": cfg}},
 			"server_features": []string{"xds_v3"},
 		}},
-		"node": map[string]any{"id": nodeID, "cluster": "e2e", "locality": map[string]any{}},
+		"node": map[string]any{"id": nodeID, "cluster": cluster, "locality": map[string]any{}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +199,7 @@ func TestTLSServe(t *testing.T) {
 
 	// A proxyless client with a client certificate gets its configuration
 	// over mutual TLS and reaches the backend.
-	cc, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-client", pki.CA, pki.ClientCert, pki.ClientKey), "greeter")
+	cc, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-client", clientService, pki.CA, pki.ClientCert, pki.ClientKey), "greeter")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +230,7 @@ func TestTLSServe(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "certificate required") {
 		t.Errorf("TLS to the xDS port without a client certificate: %v; want the server's \"certificate required\"", err)
 	}
-	noCert, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-client-without-cert", pki.CA, "", ""), "greeter")
+	noCert, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-client-without-cert", clientService, pki.CA, "", ""), "greeter")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +245,65 @@ func TestTLSServe(t *testing.T) {
 	}
 	if xdsNodes(t, hc, sb)["tls-client-without-cert"] {
 		t.Errorf("/debug/xds/clients lists the client without a certificate")
+	}
+
+	// A client whose certificate is for greeter-client but whose node
+	// claims to be a greeter sidecar is refused: no configuration, no
+	// calls, and the log and metric say why.
+	impostor, err := demo.Dial(tlsBootstrap(t, sb.XDSAddr, "tls-impostor", "greeter", pki.CA, pki.ClientCert, pki.ClientKey), "greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { impostor.Close() })
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	r = demo.Call(ctx, impostor)
+	cancel()
+	if r.Err == nil {
+		t.Errorf("a client claiming a service its certificate does not name made a call (answered by %s)", r.ServerID)
+	} else {
+		t.Logf("impostor: %v", r.Err)
+	}
+	if xdsNodes(t, hc, sb)["tls-impostor"] {
+		t.Errorf("/debug/xds/clients lists the impostor")
+	}
+
+	// Access logs: the same certificate may send them as greeter-client,
+	// not as web (forged calls could roll a release back).
+	alsConn := mtlsConn(t, sb.XDSAddr, pki)
+	sendLogs := func(service string) error {
+		stream, err := alsv3.NewAccessLogServiceClient(alsConn).StreamAccessLogs(context.Background())
+		if err != nil {
+			return err
+		}
+		meta, _ := structpb.NewStruct(map[string]any{"version": "v1", ir.NodeMetaSidecar: true})
+		_ = stream.Send(&alsv3.StreamAccessLogsMessage{
+			Identifier: &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: service + "-1", Cluster: service, Metadata: meta}, LogName: "outbound"},
+			LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{
+				LogEntry: []*accesslogdatav3.HTTPAccessLogEntry{alsEntry("outbound|greeter|v1", 500, "", false, false)}}},
+		})
+		_, err = stream.CloseAndRecv()
+		return err
+	}
+	if err := sendLogs(clientService); err != nil {
+		t.Errorf("access logs as %s, the certificate's service: %v", clientService, err)
+	}
+	err = sendLogs("web")
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), `claims service "web"`) ||
+		!strings.Contains(st.Message(), `certificate is for "greeter-client"`) {
+		t.Errorf("access logs as web with greeter-client's certificate: %v; want PermissionDenied naming both", err)
+	}
+	eventually(t, 10*time.Second, "the graph shows greeter-client's call only", func() bool {
+		code, body := httpsGet(hc, "https://"+sb.HTTPAddr+"/api/v1/graph?window=1m")
+		return code == http.StatusOK && strings.Contains(body, `"source":"greeter-client"`) && !strings.Contains(body, `"source":"web"`)
+	})
+	code, metrics := httpsGet(hc, "https://"+sb.HTTPAddr+"/metrics")
+	for _, want := range []string{`signalbox_node_identity_refused_total{stream="als"} 1`, `signalbox_als_rejected_streams_total{reason="unauthorized"} 1`} {
+		if code != http.StatusOK || !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !regexp.MustCompile(`signalbox_node_identity_refused_total\{stream="xds"\} [1-9]`).MatchString(metrics) {
+		t.Errorf("/metrics counts no refused xDS stream")
 	}
 
 	// The HTTP port: https with the CA works, without it the certificate is
@@ -261,7 +339,8 @@ func TestTLSServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"xds serving", "tls=mtls", "http listening", "tls=tls"} {
+	for _, want := range []string{"xds serving", "tls=mtls", "client_identity=service", "http listening", "tls=tls",
+		"xds stream refused: the client certificate does not match the node", `node=tls-impostor`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("the log does not say %q", want)
 		}
@@ -269,6 +348,29 @@ func TestTLSServe(t *testing.T) {
 	if t.Failed() && lastErr != nil {
 		t.Logf("last call error of the mTLS client: %v", lastErr)
 	}
+}
+
+// mtlsConn is a gRPC connection to addr with the test PKI's client
+// certificate.
+func mtlsConn(t *testing.T, addr string, pki tlsFiles) *grpc.ClientConn {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(pki.ClientCert, pki.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(pki.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(b)
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair}, RootCAs: roots, MinVersion: tls.VersionTLS12})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
 
 // TestTLSFlagsNeedEachOther: --tls-cert without --tls-key stops serve with

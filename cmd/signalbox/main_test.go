@@ -48,6 +48,7 @@ func TestBadInputExitsWithUsageCode(t *testing.T) {
 		{"negative duration", []string{"serve", "--removal-grace", "-1s"}, "--removal-grace -1s: must be positive"},
 		{"max below quiet", []string{"serve", "--debounce-quiet", "1s", "--debounce-max", "10ms"}, "--debounce-max 10ms is shorter than --debounce-quiet 1s"},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, `--log-level "loud"`},
+		{"bad client identity", []string{"serve", "--tls-client-identity", "spiffe"}, `--tls-client-identity "spiffe": want "service" or "any"`},
 		{"unknown command", []string{"serv"}, `unknown command "serv"`},
 		{"stray argument", []string{"serve", "extra"}, `unexpected argument "extra"`},
 		{"missing config file", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, "config file: open"},

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -30,6 +31,7 @@ import (
 	"github.com/signalbox/signalbox/topology/als"
 	"github.com/signalbox/signalbox/topology/zipkin"
 	"github.com/signalbox/signalbox/xds/build"
+	"github.com/signalbox/signalbox/xds/nodeauth"
 	"github.com/signalbox/signalbox/xds/policy"
 	"github.com/signalbox/signalbox/xds/server"
 )
@@ -60,6 +62,7 @@ type serveConfig struct {
 	tlsCert         string
 	tlsKey          string
 	tlsClientCA     string
+	tlsClientID     string
 	// policy is the telemetry and traffic policy from the config file's
 	// sections, with the defaults filled in.
 	policy policy.Config
@@ -118,6 +121,7 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve TLS on the xDS and HTTP ports (with --tls-key; reloaded when the files change)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM CA bundle: the xDS port requires client certificates it signed (mutual TLS)")
+	fs.StringVar(&c.tlsClientID, "tls-client-identity", identityService, "with --tls-client-ca: \"service\" lets a client speak only for the service its certificate names (SPIFFE URI .../svc/<service>, else the common name) as its node's cluster; \"any\" lets any certificate from the CA claim any node")
 
 	return cmd, c
 }
@@ -199,6 +203,9 @@ func (c serveConfig) validate() error {
 	if err := validateServerTLS(c.tlsCert, c.tlsKey, c.tlsClientCA); err != nil {
 		errs = append(errs, err)
 	}
+	if c.tlsClientID != identityService && c.tlsClientID != identityAny {
+		errs = append(errs, fmt.Errorf("--tls-client-identity %q: want %q or %q", c.tlsClientID, identityService, identityAny))
+	}
 	return errors.Join(errs...)
 }
 
@@ -269,12 +276,20 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		// certificates verified when a client CA is set.
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsConf.xdsConfig())))
 	}
+	var alsOpts []als.Option
+	if tlsConf.mutual() && c.tlsClientID == identityService {
+		// A certificate speaks for its service only: xDS requests and
+		// access-log streams naming another node are refused.
+		nodes := nodeauth.New(nodeauth.Options{Logger: log.With("part", "nodeauth"), Registerer: reg})
+		grpcOpts = append(grpcOpts, grpc.ChainStreamInterceptor(nodes.StreamInterceptor()), grpc.ChainUnaryInterceptor(nodes.UnaryInterceptor()))
+		alsOpts = append(alsOpts, als.WithNodeCheck(func(ctx context.Context, n *corev3.Node) error { return nodes.Node(ctx, "als", n) }))
+	}
 	grpcSrv := grpc.NewServer(grpcOpts...)
 	xsrv.Register(ctx, grpcSrv)
 
 	// The live graph: sidecars' access logs arrive on the xDS port.
 	store := topology.New(topology.Options{})
-	alsSrv := als.NewServer(store, time.Now, als.WithLogger(log.With("part", "als")))
+	alsSrv := als.NewServer(store, time.Now, append(alsOpts, als.WithLogger(log.With("part", "als")))...)
 	alsSrv.Register(grpcSrv)
 	// Spans from Envoy's Zipkin tracer and OpenTelemetry's Zipkin exporter
 	// arrive on the HTTP port.
@@ -466,7 +481,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 			return nil
 		case <-xsrv.Ready():
 		}
-		log.Info("xds serving", "addr", xdsLis.Addr().String(), "tls", xdsTLSMode(tlsConf))
+		attrs := []any{"addr", xdsLis.Addr().String(), "tls", xdsTLSMode(tlsConf)}
+		if tlsConf.mutual() {
+			attrs = append(attrs, "client_identity", c.tlsClientID)
+		}
+		log.Info("xds serving", attrs...)
 		if err := grpcSrv.Serve(xdsLis); err != nil {
 			return fmt.Errorf("xds server: %w", err)
 		}

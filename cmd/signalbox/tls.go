@@ -12,6 +12,12 @@ import (
 	"time"
 )
 
+// --tls-client-identity values.
+const (
+	identityService = "service"
+	identityAny     = "any"
+)
+
 // certCheckInterval is how often, at most, the served certificate's files are
 // looked at for a rotation.
 const certCheckInterval = 5 * time.Second

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,11 +31,14 @@ const (
 	RejectTooManyEntries = "too_many_entries"
 	// RejectMalformed: a message that is not a valid encoding.
 	RejectMalformed = "malformed"
+	// RejectUnauthorized: the node is not one the client may speak for
+	// (see WithNodeCheck).
+	RejectUnauthorized = "unauthorized"
 )
 
 // RejectReasons lists every reject reason, for metrics.
 func RejectReasons() []string {
-	return []string{RejectNoIdentifier, RejectTooLarge, RejectTooManyEntries, RejectMalformed}
+	return []string{RejectNoIdentifier, RejectTooLarge, RejectTooManyEntries, RejectMalformed, RejectUnauthorized}
 }
 
 // rejectIndex numbers the reasons for the counters; -1 for others.
@@ -48,11 +52,13 @@ func rejectIndex(reason string) int {
 		return 2
 	case RejectMalformed:
 		return 3
+	case RejectUnauthorized:
+		return 4
 	}
 	return -1
 }
 
-const numRejects = 4
+const numRejects = 5
 
 // Server is the AccessLogService. Serve it on the xDS gRPC server with
 // Register, and give that server grpc.MaxRecvMsgSize(MaxMessageBytes) and
@@ -62,6 +68,9 @@ type Server struct {
 	rec Recorder
 	now func() time.Time
 	log *slog.Logger
+	// checkNode, when set, decides whether a stream may speak for the
+	// node its identifier names.
+	checkNode func(context.Context, *corev3.Node) error
 	// scratch holds []facts for one message at a time: a stream that is
 	// idle holds none.
 	scratch sync.Pool
@@ -80,6 +89,14 @@ type Option func(*Server)
 // WithLogger logs refused streams (at warn) to l.
 func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) { s.log = l }
+}
+
+// WithNodeCheck refuses, with PermissionDenied, a stream whose identifier
+// names a node that check rejects (under mutual TLS: a node the client's
+// certificate does not name, see xds/nodeauth). Nothing of a refused
+// message is recorded.
+func WithNodeCheck(check func(context.Context, *corev3.Node) error) Option {
+	return func(s *Server) { s.checkNode = check }
 }
 
 // NewServer records into rec. now stamps entries without a start time.
@@ -157,6 +174,7 @@ func (s *Server) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogs
 
 // streamState is what a stream keeps between messages.
 type streamState struct {
+	ctx      context.Context
 	id       Identity
 	rawIdent []byte // the identifier id was read from
 	msg      wireMessage
@@ -171,7 +189,7 @@ type refusal struct {
 }
 
 func (s *Server) serve(ctx context.Context, recv func() ([]byte, error), done func() error) error {
-	var st streamState
+	st := streamState{ctx: ctx}
 	for n := 1; ; n++ {
 		b, err := recv()
 		if errors.Is(err, io.EOF) {
@@ -290,6 +308,11 @@ func (s *Server) identify(st *streamState, n int) *refusal {
 			return &refusal{RejectNoIdentifier, codes.InvalidArgument, err.Error()}
 		}
 		return nil
+	}
+	if s.checkNode != nil {
+		if err := s.checkNode(st.ctx, ident.GetNode()); err != nil {
+			return &refusal{RejectUnauthorized, codes.PermissionDenied, status.Convert(err).Message()}
+		}
 	}
 	st.id, st.rawIdent = id, append(st.rawIdent[:0], raw...)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -35,13 +37,13 @@ var registrations = []struct {
 }
 
 // serve runs a Server on loopback with the options cmd/signalbox gives it.
-func serve(t *testing.T, store *topology.Store, opts []grpc.ServerOption, register func(*grpc.Server, *Server)) (*Server, *grpc.ClientConn) {
+func serve(t *testing.T, store *topology.Store, opts []grpc.ServerOption, register func(*grpc.Server, *Server), srvOpts ...Option) (*Server, *grpc.ClientConn) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(store, func() time.Time { return start })
+	srv := NewServer(store, func() time.Time { return start }, srvOpts...)
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, opts...)...)
 	register(g, srv)
 	healthpb.RegisterHealthServer(g, health.NewServer())
@@ -245,6 +247,59 @@ func TestRefusals(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestNodeCheck: a stream whose identifier names a node the check refuses
+// ends with PermissionDenied and the check's reason, records nothing of
+// that message, and counts the refusal; the check sees the stream's peer.
+func TestNodeCheck(t *testing.T) {
+	ok := entry{cluster: "outbound|api|v2", status: 200}
+	check := func(ctx context.Context, n *corev3.Node) error {
+		if _, ok := peer.FromContext(ctx); !ok {
+			return status.Error(codes.Internal, "the check got no peer")
+		}
+		if n.GetCluster() != "web" {
+			return status.Errorf(codes.PermissionDenied, "this client may speak for web only, not %s", n.GetCluster())
+		}
+		return nil
+	}
+	cases := []struct {
+		name     string
+		msgs     []*alsv3.StreamAccessLogsMessage
+		msg      string
+		recorded uint64
+	}{
+		{"first message", []*alsv3.StreamAccessLogsMessage{httpMessage(identifier("api", "v1", LogOutbound), []entry{ok})},
+			"access log stream: this client may speak for web only, not api", 0},
+		{"a later identifier", []*alsv3.StreamAccessLogsMessage{httpMessage(identifier("web", "v1", LogOutbound), []entry{ok}),
+			httpMessage(identifier("api", "v1", LogOutbound), []entry{ok, ok})},
+			"access log stream: this client may speak for web only, not api", 1},
+	}
+	for _, r := range registrations {
+		for _, c := range cases {
+			t.Run(r.name+"/"+c.name, func(t *testing.T) {
+				store := topology.New(topology.Options{})
+				srv, cc := serve(t, store, r.opts, r.register, WithNodeCheck(check))
+				err := send(t, cc, c.msgs...)
+				if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != c.msg {
+					t.Fatalf("client saw %v, want PermissionDenied %q", err, c.msg)
+				}
+				if srv.RejectedFor(RejectUnauthorized) != 1 || srv.Recorded.Load() != c.recorded {
+					t.Fatalf("unauthorized %d, recorded %d; want 1 and %d", srv.RejectedFor(RejectUnauthorized), srv.Recorded.Load(), c.recorded)
+				}
+			})
+		}
+		t.Run(r.name+"/allowed", func(t *testing.T) {
+			store := topology.New(topology.Options{})
+			srv, cc := serve(t, store, r.opts, r.register, WithNodeCheck(check))
+			if err := send(t, cc, httpMessage(identifier("web", "v1", LogOutbound), []entry{ok, ok})); err != nil {
+				t.Fatal(err)
+			}
+			if srv.Recorded.Load() != 2 || srv.Rejected.Load() != 0 {
+				t.Fatalf("recorded %d, rejected %d; want 2 and 0", srv.Recorded.Load(), srv.Rejected.Load())
+			}
+		})
 	}
 }
 
