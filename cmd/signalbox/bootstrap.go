@@ -1,16 +1,20 @@
 package main
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/signalbox/signalbox/xds/bootstrap"
+	"github.com/signalbox/signalbox/xds/nodeauth"
 )
 
 // bootstrapConfig is every flag of `signalbox bootstrap`.
@@ -67,6 +71,9 @@ is written. With --output it replaces the file atomically.
 		if err != nil {
 			return err
 		}
+		if w := certWarning(c.opts.TLS.CertFile, c.opts.Service); w != "" {
+			fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+		}
 		if c.output == "" || c.output == "-" {
 			_, err := cmd.OutOrStdout().Write(out)
 			return err
@@ -117,6 +124,38 @@ func (c *bootstrapConfig) render(hostname func() (string, error)) ([]byte, error
 		return nil, fmt.Errorf("the generated bootstrap does not validate (a signalbox bug): %w", err)
 	}
 	return out, nil
+}
+
+// certWarning says what is wrong when the client certificate at certFile
+// does not name service: signalbox under mutual TLS (--tls-client-identity
+// service, its default) would refuse the sidecar. A warning, not an error:
+// the certificate may be replaced before Envoy starts, or signalbox may run
+// with --tls-client-identity any.
+func certWarning(certFile, service string) string {
+	if certFile == "" {
+		return ""
+	}
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return fmt.Sprintf("--tls-cert not checked: %v", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return fmt.Sprintf("--tls-cert %s: no PEM certificate in it; Envoy will not start with it", certFile)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return fmt.Sprintf("--tls-cert %s: %v; Envoy will not start with it", certFile, err)
+	}
+	names := nodeauth.ServicesOf(cert)
+	switch {
+	case slices.Contains(names, service):
+		return ""
+	case len(names) == 0:
+		return fmt.Sprintf("--tls-cert %s names no service (no SPIFFE URI .../svc/<service>, no common name): signalbox refuses this sidecar under mutual TLS unless it runs with --tls-client-identity any", certFile)
+	}
+	return fmt.Sprintf("--tls-cert %s is for %s, not --service %q: signalbox refuses this sidecar under mutual TLS unless it runs with --tls-client-identity any; use a certificate for %q",
+		certFile, strings.Join(names, ", "), service, service)
 }
 
 // flagErrors rewrites the options' field errors as flag errors, one per

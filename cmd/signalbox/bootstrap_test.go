@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -192,6 +193,52 @@ func TestDefaultNodeID(t *testing.T) {
 			}
 			if got := b.GetNode().GetId(); got != tc.want {
 				t.Fatalf("node id %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestBootstrapWarnsOfACertificateForAnotherService: a client certificate
+// that does not name --service still gives a bootstrap, with a warning on
+// stderr that says signalbox will refuse the sidecar and what to use.
+func TestBootstrapWarnsOfACertificateForAnotherService(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	webPEM, webKey := ca.issue(t, "web", x509.ExtKeyUsageClientAuth)
+	apiPEM, _ := ca.issue(t, "api", x509.ExtKeyUsageClientAuth)
+	caFile := write("ca.pem", ca.pem)
+	key := write("key.pem", webKey)
+	cases := []struct {
+		name, cert string
+		warning    string // "": none
+	}{
+		{"its own service", write("web.pem", webPEM), ""},
+		{"another service", write("api.pem", apiPEM), `is for api, not --service "web": signalbox refuses this sidecar under mutual TLS unless it runs with --tls-client-identity any; use a certificate for "web"`},
+		{"not a certificate", write("junk.pem", []byte("junk")), "no PEM certificate in it"},
+		{"missing", filepath.Join(dir, "nope.pem"), "--tls-cert not checked: open "},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, nil, "bootstrap", "--service", "web", "--node-id", "web-1", "--xds-addr", "cp.example:18000",
+				"--tls-ca", caFile, "--tls-cert", c.cert, "--tls-key", key)
+			if code != 0 || !strings.Contains(stdout, "node:") {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want a bootstrap", code, stdout, stderr)
+			}
+			if c.warning == "" {
+				if stderr != "" {
+					t.Errorf("stderr %q; want nothing", stderr)
+				}
+				return
+			}
+			if !strings.HasPrefix(stderr, "warning: --tls-cert ") || !strings.Contains(stderr, c.warning) {
+				t.Errorf("stderr %q; want a warning with %q", stderr, c.warning)
 			}
 		})
 	}
