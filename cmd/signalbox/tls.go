@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -27,7 +28,7 @@ const certCheckInterval = 5 * time.Second
 // (nil: the xDS port does not ask for one).
 type serverTLS struct {
 	certs     *certReloader
-	clientCAs *x509.CertPool
+	clientCAs *reloader[*x509.CertPool]
 }
 
 // loadServerTLS checks the --tls-* settings and loads their files. It returns
@@ -45,7 +46,7 @@ func loadServerTLS(certFile, keyFile, clientCAFile string, log *slog.Logger) (*s
 	}
 	s := &serverTLS{certs: certs}
 	if clientCAFile != "" {
-		if s.clientCAs, err = loadCAPool(clientCAFile, "--tls-client-ca"); err != nil {
+		if s.clientCAs, err = newCAReloader(clientCAFile, "--tls-client-ca", certCheckInterval, time.Now, log); err != nil {
 			return nil, err
 		}
 	}
@@ -74,12 +75,19 @@ func (s *serverTLS) httpConfig() *tls.Config {
 }
 
 // xdsConfig is the TLS of the xDS port: client certificates required and
-// verified when a client CA is set.
+// verified when a client CA is set, against the bundle as it is when the
+// client connects (it follows its file, like the certificate).
 func (s *serverTLS) xdsConfig() *tls.Config {
 	c := s.httpConfig()
 	if s.clientCAs != nil {
 		c.ClientAuth = tls.RequireAndVerifyClientCert
-		c.ClientCAs = s.clientCAs
+		c.ClientCAs = s.clientCAs.get()
+		base := c.Clone()
+		c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			per := base.Clone()
+			per.ClientCAs = s.clientCAs.get()
+			return per, nil
+		}
 	}
 	return c
 }
@@ -112,94 +120,133 @@ func stampOf(path string) (fileStamp, error) {
 	return fileStamp{mod: fi.ModTime(), size: fi.Size()}, nil
 }
 
-// certReloader serves a certificate and key from files and loads them again
-// when either file changes, looking at most once per interval. A pair that
-// fails to load is logged and the last good pair is kept.
-type certReloader struct {
-	certFile, keyFile string
-	interval          time.Duration
-	now               func() time.Time
-	log               *slog.Logger
+// reloader holds what was loaded from files and loads it again when one of
+// them changes, looking at most once per interval (on use: no goroutine). A
+// load that fails is logged once and the last good value is kept; it is
+// tried again at every check.
+type reloader[T any] struct {
+	files    []string
+	flags    []string // the settings that named files, for errors
+	what     string   // for the log: "TLS certificate"
+	load     func() (T, error)
+	attrs    func(T) []any // logged on a reload
+	interval time.Duration
+	now      func() time.Time
+	log      *slog.Logger
 
 	mu      sync.Mutex
-	cert    *tls.Certificate
-	loaded  [2]fileStamp // of the pair served
-	failed  string       // the last reload error, logged once
+	cur     T
+	loaded  []fileStamp // of the files cur was loaded from
+	failed  string      // the last reload error, logged once
 	checked time.Time
 }
 
-// newCertReloader loads the pair; an error names the files.
-func newCertReloader(certFile, keyFile string, interval time.Duration, now func() time.Time, log *slog.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, interval: interval, now: now, log: log}
+// start loads the first value; an error names the files.
+func (r *reloader[T]) start() error {
 	stamps, err := r.stamps()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cert, err := r.load()
+	v, err := r.load()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	r.cert, r.loaded, r.checked = cert, stamps, now()
-	return r, nil
+	r.cur, r.loaded, r.checked = v, stamps, r.now()
+	return nil
 }
 
-func (r *certReloader) stamps() ([2]fileStamp, error) {
-	c, err := stampOf(r.certFile)
-	if err != nil {
-		return [2]fileStamp{}, fmt.Errorf("--tls-cert: %w", err)
+func (r *reloader[T]) stamps() ([]fileStamp, error) {
+	out := make([]fileStamp, len(r.files))
+	for i, f := range r.files {
+		st, err := stampOf(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", r.flags[i], err)
+		}
+		out[i] = st
 	}
-	k, err := stampOf(r.keyFile)
-	if err != nil {
-		return [2]fileStamp{}, fmt.Errorf("--tls-key: %w", err)
-	}
-	return [2]fileStamp{c, k}, nil
+	return out, nil
 }
 
-func (r *certReloader) load() (*tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("--tls-cert %s and --tls-key %s: %w", r.certFile, r.keyFile, err)
-	}
-	return &cert, nil
-}
-
-// GetCertificate is for tls.Config: the current pair, reloaded first if the
-// files changed.
-func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// get is the current value, loaded again first if the files changed.
+func (r *reloader[T]) get() T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if now := r.now(); now.Sub(r.checked) >= r.interval {
 		r.checked = now
 		r.reloadLocked()
 	}
-	return r.cert, nil
+	return r.cur
 }
 
-// reloadLocked loads the pair again if the files are not the ones served.
-func (r *certReloader) reloadLocked() {
+func (r *reloader[T]) reloadLocked() {
 	stamps, err := r.stamps()
-	if err == nil && stamps == r.loaded {
+	if err == nil && slices.Equal(stamps, r.loaded) {
 		return
 	}
-	var cert *tls.Certificate
+	var v T
 	if err == nil {
-		cert, err = r.load()
+		v, err = r.load()
 	}
 	if err != nil {
-		// Files being rewritten may fail once; a pair that stays broken is
-		// logged once, and tried again at every check.
+		// Files being rewritten may fail once; what stays broken is
+		// logged once.
 		if msg := err.Error(); msg != r.failed {
 			r.failed = msg
 			if r.log != nil {
-				r.log.Error("cannot reload the TLS certificate; serving the last good one", "err", err)
+				r.log.Error("cannot reload the "+r.what+"; serving the last good one", "err", err)
 			}
 		}
 		return
 	}
-	r.cert, r.loaded, r.failed = cert, stamps, ""
+	r.cur, r.loaded, r.failed = v, stamps, ""
 	if r.log != nil {
-		r.log.Info("TLS certificate reloaded", "cert", r.certFile, "key", r.keyFile, "not_after", cert.Leaf.NotAfter)
+		r.log.Info(r.what+" reloaded", r.attrs(v)...)
 	}
+}
+
+// certReloader serves a certificate and key from files, reloaded when either
+// file changes.
+type certReloader struct{ r *reloader[*tls.Certificate] }
+
+// newCertReloader loads the pair; an error names the files.
+func newCertReloader(certFile, keyFile string, interval time.Duration, now func() time.Time, log *slog.Logger) (*certReloader, error) {
+	r := &reloader[*tls.Certificate]{
+		files: []string{certFile, keyFile}, flags: []string{"--tls-cert", "--tls-key"}, what: "TLS certificate",
+		load: func() (*tls.Certificate, error) {
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				return nil, fmt.Errorf("--tls-cert %s and --tls-key %s: %w", certFile, keyFile, err)
+			}
+			return &cert, nil
+		},
+		attrs:    func(c *tls.Certificate) []any { return []any{"cert", certFile, "key", keyFile, "not_after", c.Leaf.NotAfter} },
+		interval: interval, now: now, log: log,
+	}
+	if err := r.start(); err != nil {
+		return nil, err
+	}
+	return &certReloader{r}, nil
+}
+
+// GetCertificate is for tls.Config: the current pair, reloaded first if the
+// files changed.
+func (c *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.r.get(), nil
+}
+
+// newCAReloader loads a CA bundle (flag names it in errors), reloaded when
+// its file changes.
+func newCAReloader(path, flag string, interval time.Duration, now func() time.Time, log *slog.Logger) (*reloader[*x509.CertPool], error) {
+	r := &reloader[*x509.CertPool]{
+		files: []string{path}, flags: []string{flag}, what: "client CA bundle",
+		load:     func() (*x509.CertPool, error) { return loadCAPool(path, flag) },
+		attrs:    func(*x509.CertPool) []any { return []any{"file", path} },
+		interval: interval, now: now, log: log,
+	}
+	if err := r.start(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // httpClient is the client of the CLI commands that talk to a running

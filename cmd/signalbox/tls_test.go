@@ -402,3 +402,101 @@ func TestServerTLSHandshakes(t *testing.T) {
 		t.Errorf("xDS handshake with a client certificate: %v", err)
 	}
 }
+
+// TestClientCAFollowsItsFile: the xDS port verifies client certificates
+// against the --tls-client-ca bundle as it is when a client connects: a CA
+// added to the file is trusted after the next check, a broken file keeps
+// the last good bundle.
+func TestClientCAFollowsItsFile(t *testing.T) {
+	dir := t.TempDir()
+	oldCA, newCA := newTestCA(t), newTestCA(t)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	sc, sk := oldCA.issue(t, "server", x509.ExtKeyUsageServerAuth)
+	mod := time.Now().Add(-time.Minute)
+	writeFile(t, p("server.pem"), sc, mod)
+	writeFile(t, p("server-key.pem"), sk, mod)
+	writeFile(t, p("clients.pem"), oldCA.pem, mod)
+
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	certs, err := newCertReloader(p("server.pem"), p("server-key.pem"), 5*time.Second, clock.now, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := newCAReloader(p("clients.pem"), "--tls-client-ca", 5*time.Second, clock.now, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &serverTLS{certs: certs, clientCAs: cas}
+
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", s.xdsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				if conn.(*tls.Conn).Handshake() == nil {
+					_, _ = conn.Write([]byte("hi"))
+				}
+			}()
+		}
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(oldCA.cert)
+	dialWith := func(ca *testCA) error {
+		c, k := ca.issue(t, "web", x509.ExtKeyUsageClientAuth)
+		pair, err := tls.X509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadFull(conn, make([]byte, 2))
+		return err
+	}
+
+	if err := dialWith(oldCA); err != nil {
+		t.Fatalf("a client of the configured CA: %v", err)
+	}
+	if err := dialWith(newCA); err == nil {
+		t.Fatal("a client of a CA not in the bundle was let in")
+	}
+
+	// The new CA is added to the bundle: trusted after the next check.
+	writeFile(t, p("clients.pem"), append(append([]byte{}, oldCA.pem...), newCA.pem...), mod.Add(time.Second))
+	if err := dialWith(newCA); err == nil {
+		t.Fatal("the new CA was trusted before the next check")
+	}
+	clock.add(5 * time.Second)
+	if err := dialWith(newCA); err != nil {
+		t.Fatalf("after the check: a client of the added CA: %v", err)
+	}
+	if err := dialWith(oldCA); err != nil {
+		t.Fatalf("after the check: a client of the old CA: %v", err)
+	}
+	if !strings.Contains(logs.String(), "client CA bundle reloaded") {
+		t.Errorf("no reload logged: %s", logs.String())
+	}
+
+	// A file with no certificate keeps the last good bundle, and says why.
+	writeFile(t, p("clients.pem"), []byte("half written"), mod.Add(2*time.Second))
+	clock.add(6 * time.Second)
+	if err := dialWith(newCA); err != nil {
+		t.Fatalf("with a broken bundle file: %v; want the last good bundle", err)
+	}
+	if !strings.Contains(logs.String(), "cannot reload the client CA bundle") || !strings.Contains(logs.String(), "no PEM certificate") {
+		t.Errorf("the broken bundle is not logged with its reason: %s", logs.String())
+	}
+}
