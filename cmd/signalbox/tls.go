@@ -219,7 +219,9 @@ func newCertReloader(certFile, keyFile string, interval time.Duration, now func(
 			}
 			return &cert, nil
 		},
-		attrs:    func(c *tls.Certificate) []any { return []any{"cert", certFile, "key", keyFile, "not_after", c.Leaf.NotAfter} },
+		attrs: func(c *tls.Certificate) []any {
+			return []any{"cert", certFile, "key", keyFile, "not_after", c.Leaf.NotAfter}
+		},
 		interval: interval, now: now, log: log,
 	}
 	if err := r.start(); err != nil {
