@@ -13,6 +13,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
 
@@ -159,5 +160,91 @@ func TestSidecarConfiguredFromConsul(t *testing.T) {
 	}
 	if _, metrics := sb.get("/metrics"); !strings.Contains(metrics, "signalbox_xds_sidecar_problems 1") {
 		t.Errorf("/metrics does not count the problem")
+	}
+}
+
+// tcpProxyOf unpacks the tcp_proxy of a sidecar listener, nil when its
+// filter is something else.
+func tcpProxyOf(a *adsclient.Client, listener string) *tcpproxyv3.TcpProxy {
+	var l listenerv3.Listener
+	if a.Get(resourcev3.ListenerType, listener, &l) != nil {
+		return nil
+	}
+	var p tcpproxyv3.TcpProxy
+	if l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&p) != nil {
+		return nil
+	}
+	return &p
+}
+
+// TestTCPServiceFromConsul: a service whose instances say
+// signalbox-protocol=tcp is reached through a tcp_proxy on its callers'
+// local bind listener, with connection access logs to signalbox, and leaves
+// the shared HTTP listener's routes; its own sidecar's inbound listener is a
+// tcp_proxy too. Setting the meta back to http turns it back.
+func TestTCPServiceFromConsul(t *testing.T) {
+	c := consultest.Start(t)
+	registerWithSidecar(t, c, "web", "web-1", 8080, map[string]string{"version": "v1"},
+		api.Upstream{DestinationName: "db", LocalBindPort: 5433}, api.Upstream{DestinationName: "api", LocalBindPort: 9191})
+	registerWithSidecar(t, c, "api", "api-1", 9000, map[string]string{"version": "v1"})
+	tcp := map[string]string{"version": "v1", "signalbox-protocol": "tcp"}
+	registerWithSidecar(t, c, "db", "db-1", 5432, tcp)
+	sb := startSignalbox(t, c.HTTPAddr(), "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dial := func(node, cluster string) *adsclient.Client {
+		a, err := adsclient.Dial(ctx, sb.XDSAddr, adsclient.Options{NodeID: node, Cluster: cluster, UserAgent: "envoy",
+			Metadata: map[string]any{ir.NodeMetaSidecar: true, ir.NodeMetaVersion: "v1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		if err := a.Subscribe(resourcev3.ListenerType); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	web, db := dial("web-1-sidecar-proxy", "web"), dial("db-1-sidecar-proxy", "db")
+
+	if err := web.WaitFor(10*time.Second, func(a *adsclient.Client) bool {
+		p := tcpProxyOf(a, "bind|db|5433")
+		return p != nil && p.GetCluster() == "outbound|db"
+	}); err != nil {
+		t.Fatalf("web's bind|db|5433 is not a tcp_proxy to outbound|db (listeners %v): %v", web.Names(resourcev3.ListenerType), err)
+	}
+	p := tcpProxyOf(web, "bind|db|5433")
+	var als grpclogv3.TcpGrpcAccessLogConfig
+	if len(p.GetAccessLog()) != 1 || p.GetAccessLog()[0].GetTypedConfig().UnmarshalTo(&als) != nil ||
+		als.GetCommonConfig().GetLogName() != "outbound" || als.GetCommonConfig().GetGrpcService().GetEnvoyGrpc().GetClusterName() != ir.ControlPlaneCluster {
+		t.Errorf("bind|db|5433 access logs %v; want a TCP gRPC access log named outbound to %s", p.GetAccessLog(), ir.ControlPlaneCluster)
+	}
+	if err := web.Subscribe(resourcev3.RouteType, "outbound"); err != nil {
+		t.Fatal(err)
+	}
+	var rc routev3.RouteConfiguration
+	if err := web.WaitFor(10*time.Second, func(a *adsclient.Client) bool { return a.Get(resourcev3.RouteType, "outbound", &rc) == nil }); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for _, vh := range rc.GetVirtualHosts() {
+		hosts = append(hosts, vh.GetName())
+	}
+	if strings.Join(hosts, ",") != "api" {
+		t.Errorf("web's shared outbound routes name %v; want api only (db is tcp)", hosts)
+	}
+	if err := db.WaitFor(10*time.Second, func(a *adsclient.Client) bool {
+		p := tcpProxyOf(a, "inbound")
+		return p != nil && p.GetCluster() == "inbound|db|5432"
+	}); err != nil {
+		t.Fatalf("db's inbound listener is not a tcp_proxy to its app: %v", err)
+	}
+
+	// Back to HTTP: the bind listener becomes an HTTP connection manager.
+	registerWithSidecar(t, c, "db", "db-1", 5432, map[string]string{"version": "v1"})
+	if err := web.WaitFor(10*time.Second, func(a *adsclient.Client) bool {
+		return tcpProxyOf(a, "bind|db|5433") == nil && hcmOf(t, a, "bind|db|5433").GetRds().GetRouteConfigName() == "bind|db|5433"
+	}); err != nil {
+		t.Fatalf("db back to http: web's bind listener is still not HTTP: %v", err)
 	}
 }

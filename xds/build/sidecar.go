@@ -296,6 +296,9 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 	}
 	binds := map[string][]discovery.Upstream{}
 	var names []string
+	// listed: the upstreams were asked for (not every service by default),
+	// so one that cannot be served is a problem worth reporting.
+	listed := hasReg || node.Upstreams != nil
 	switch {
 	case hasReg:
 		for _, u := range reg.Proxy.Upstreams {
@@ -334,14 +337,29 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			built = Service(up, plan, pol, proxies)
 		}
 		_, upTraffic, _ := policyOf(up, nil)
-		sc.Outbound.VirtualHosts = append(sc.Outbound.VirtualHosts, ir.VirtualHost{
+		vh := ir.VirtualHost{
 			Service: name,
 			Domains: []string{name, name + ".service.consul"},
 			Routes:  built.Service.Routes,
 			Matches: built.Service.Matches,
 			Mirror:  built.Service.Mirror,
 			Traffic: upTraffic,
-		})
+		}
+		if upTraffic.Protocol == ir.ProtocolTCP {
+			// A TCP stream names no host: the shared outbound listener
+			// cannot route it, only a listener of its own can.
+			if len(binds[name]) == 0 {
+				if listed {
+					sc.Problems = append(sc.Problems, fmt.Sprintf("upstream %q speaks tcp (meta signalbox-protocol), which the shared outbound listener cannot route: left out; give it a local bind port (Upstreams[].LocalBindPort in the sidecar registration)", name))
+				}
+				continue
+			}
+			if len(vh.Matches) > 0 || vh.Mirror != nil {
+				sc.Problems = append(sc.Problems, fmt.Sprintf("upstream %q speaks tcp: its release's header routes and mirroring do not apply, only its weights", name))
+				vh.Matches, vh.Mirror = nil, nil
+			}
+		}
+		sc.Outbound.VirtualHosts = append(sc.Outbound.VirtualHosts, vh)
 		for _, c := range built.Clusters {
 			sc.Clusters = append(sc.Clusters, ir.SidecarCluster{Cluster: c, Traffic: upTraffic})
 		}

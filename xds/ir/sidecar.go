@@ -133,10 +133,26 @@ type FileLog struct {
 	SkipHealthChecks bool `json:"skipHealthChecks,omitempty"`
 }
 
+// Protocol is what a service speaks, as its sidecars proxy it.
+type Protocol string
+
+const (
+	// ProtocolHTTP (the default, also for "") is HTTP/1.1 and HTTP/2,
+	// gRPC included: routed by host name on the shared outbound listener,
+	// with retries, tracing and request-level access logs.
+	ProtocolHTTP Protocol = "http"
+	// ProtocolTCP is opaque TCP: proxied by connection (tcp_proxy), only on
+	// a local-bind listener when calling it (a TCP stream names no host),
+	// with connection-level access logs and no tracing.
+	ProtocolTCP Protocol = "tcp"
+)
+
 // TrafficPolicy is how a sidecar calls a service (and, for the inbound
 // side, how it calls its local app).
 type TrafficPolicy struct {
-	ConnectTimeoutMs uint32 `json:"connectTimeoutMs"`
+	// Protocol is what the service speaks ("": HTTP).
+	Protocol         Protocol `json:"protocol,omitempty"`
+	ConnectTimeoutMs uint32   `json:"connectTimeoutMs"`
 	// RequestTimeoutMs is the route timeout (0: none).
 	RequestTimeoutMs uint32 `json:"requestTimeoutMs"`
 	// Retries is the number of retries on RetryOn conditions.

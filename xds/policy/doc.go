@@ -39,6 +39,7 @@
 //	signalbox-retries                   whole number 0–10                         traffic.retries [2]
 //	signalbox-retry-on                  comma-separated Envoy retry_on values     traffic.retryOn [connect-failure,refused-stream,unavailable]
 //	signalbox-outlier-consecutive-5xx   whole number 0 (off)–1000                 traffic.outlier.consecutive5xx [5]
+//	signalbox-protocol                  http | tcp                                http
 //
 // Details:
 //
@@ -68,6 +69,14 @@
 //     gRPC conditions cancelled, deadline-exceeded, internal,
 //     resource-exhausted and unavailable. Empty entries and repeats are
 //     dropped; one unknown entry rejects the whole value.
+//   - signalbox-protocol: http covers HTTP/1.1, HTTP/2 and gRPC. tcp makes
+//     the service's sidecars proxy connections, not requests (tcp_proxy):
+//     inbound to the app, and outbound only on local-bind listeners (a TCP
+//     stream names no host the shared outbound listener could route by). A
+//     TCP service's routes follow a release's weights (not its header
+//     matches or mirror), and have no request timeout, retries on responses,
+//     tracing or status codes: access logs count connections, and connect
+//     failures as errors. Retries, when set, are connect attempts.
 //   - Any other key that starts with "signalbox-" is reported as a Problem
 //     (usually a typo) and ignored.
 //

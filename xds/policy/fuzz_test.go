@@ -136,7 +136,8 @@ func fuzzConfigs() []Config {
 }
 
 func FuzzForService(f *testing.F) {
-	// Arguments: config index, then the values of MetaKeys() in order, then
+	// Arguments: config index, then the values of MetaKeys() in order (those
+	// it has values for: keys added since come through the extra key), then
 	// one more key and value.
 	f.Add(uint8(0), "zipkin", "5", "100", "50%", "https://z.example/api/v2/spans", "proto", "otel:4317",
 		"/var/log/p.json", "500", "250ms", "false", "1s", "0", "3", "5xx,reset", "0", "signalbox-x", "1")
@@ -146,6 +147,8 @@ func FuzzForService(f *testing.F) {
 		"off", "0", "2h", "1", "1m1s", "25h", "-1", ",,", "1000", "other", "x")
 	f.Add(uint8(2), "zipkin", " 0 ", "0x10", "1_0", "http://u@h/", "", "h:65536", "/", "600", "-1ms",
 		"T", "999us", "1us", "010", "RESET", "+5", "", "")
+	f.Add(uint8(0), "zipkin", "5", "100", "50%", "", "", "", "", "", "", "", "", "", "", "", "", "signalbox-protocol", " Tcp")
+	f.Add(uint8(1), "zipkin", "5", "100", "50%", "", "", "", "", "", "", "", "", "", "", "", "", "signalbox-protocol", "udp")
 	f.Fuzz(func(t *testing.T, which uint8, provider, sampling, client, overall, zipkinURL, encoding, otel,
 		accessLog, minStatus, minDuration, als, connect, request, retries, retryOn, outlier, extraKey, extraValue string) {
 		configs := fuzzConfigs()
@@ -153,7 +156,7 @@ func FuzzForService(f *testing.F) {
 		values := []string{provider, sampling, client, overall, zipkinURL, encoding, otel,
 			accessLog, minStatus, minDuration, als, connect, request, retries, retryOn, outlier}
 		meta := map[string]string{}
-		for i, k := range MetaKeys() {
+		for i, k := range MetaKeys()[:len(values)] {
 			meta[k] = values[i]
 		}
 		if _, known := meta[extraKey]; !known {
@@ -298,6 +301,22 @@ func FuzzForService(f *testing.F) {
 			if err != nil || n > 1000 || uint64(tp.Outlier.Consecutive5xx) != n {
 				t.Errorf("outlier %q accepted, got %d", v, tp.Outlier.Consecutive5xx)
 			}
+		}
+		if v, ok := accepted(MetaProtocol); ok {
+			switch strings.ToLower(v) {
+			case "http":
+				if tp.Protocol != "" {
+					t.Errorf("protocol %q accepted, got %q", v, tp.Protocol)
+				}
+			case "tcp":
+				if tp.Protocol != ir.ProtocolTCP {
+					t.Errorf("protocol %q accepted, got %q", v, tp.Protocol)
+				}
+			default:
+				t.Errorf("protocol %q accepted", v)
+			}
+		} else if tp.Protocol != "" {
+			t.Errorf("protocol %q without an accepted %s", tp.Protocol, MetaProtocol)
 		}
 	})
 }

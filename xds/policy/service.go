@@ -30,6 +30,7 @@ const (
 	MetaRetries               = "signalbox-retries"
 	MetaRetryOn               = "signalbox-retry-on"
 	MetaOutlierConsecutive5xx = "signalbox-outlier-consecutive-5xx"
+	MetaProtocol              = "signalbox-protocol"
 )
 
 const (
@@ -49,6 +50,7 @@ func MetaKeys() []string {
 		MetaZipkinURL, MetaZipkinEncoding, MetaOTelAddress,
 		MetaAccessLog, MetaAccessLogMinStatus, MetaAccessLogMinDuration, MetaALS,
 		MetaConnectTimeout, MetaRequestTimeout, MetaRetries, MetaRetryOn, MetaOutlierConsecutive5xx,
+		MetaProtocol,
 	}
 }
 
@@ -279,7 +281,18 @@ func ForService(c Config, inst InstanceInfo, meta map[string]string) ServicePoli
 			consecutive = uint32(n)
 		}
 	}
+	var protocol ir.Protocol // HTTP: left empty, as before the key existed
+	if v, ok := a.get(MetaProtocol); ok {
+		switch p := ir.Protocol(strings.ToLower(v)); p {
+		case ir.ProtocolHTTP:
+		case ir.ProtocolTCP:
+			protocol = p
+		default:
+			a.reject(MetaProtocol, "want http (HTTP/1.1, HTTP/2, gRPC) or tcp", string(ir.ProtocolHTTP))
+		}
+	}
 	traffic := ir.TrafficPolicy{
+		Protocol:           protocol,
 		ConnectTimeoutMs:   millis(connect),
 		RequestTimeoutMs:   millis(request),
 		Retries:            retries,

@@ -287,6 +287,13 @@ func TestForServiceMeta(t *testing.T) {
 		{name: "outlier bad", meta: map[string]string{MetaOutlierConsecutive5xx: "1001"},
 			want:     func(*ServicePolicy) {},
 			problems: []string{`meta signalbox-outlier-consecutive-5xx="1001": want a whole number from 0 (off) to 1000; using 5`}},
+		{name: "protocol tcp", meta: map[string]string{MetaProtocol: " TCP "},
+			want: func(p *ServicePolicy) { p.Traffic.Protocol = ir.ProtocolTCP }},
+		{name: "protocol http is the default", meta: map[string]string{MetaProtocol: "http"},
+			want: func(*ServicePolicy) {}},
+		{name: "protocol bad", meta: map[string]string{MetaProtocol: "grpc"},
+			want:     func(*ServicePolicy) {},
+			problems: []string{`meta signalbox-protocol="grpc": want http (HTTP/1.1, HTTP/2, gRPC) or tcp; using http`}},
 
 		// Other keys.
 		{name: "empty values are unset", meta: map[string]string{MetaTraceSampling: "", MetaRetries: "  "},

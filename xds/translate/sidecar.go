@@ -18,6 +18,7 @@ import (
 	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -66,8 +67,16 @@ var accessLogFields = map[string]string{
 func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
 	var r SidecarResources
 	tel := sc.Telemetry
-	if sc.Inbound != nil {
-		in := sc.Inbound
+	if in := sc.Inbound; in != nil && in.Traffic.Protocol == ir.ProtocolTCP {
+		cluster := ir.InboundClusterName(sc.Service, in.AppPort)
+		tp := tcpProxy(ir.InboundListenerName, sc, tel, []ir.WeightedCluster{{Cluster: cluster, Weight: 1}}, ir.TrafficPolicy{})
+		l, err := tcpListener(ir.InboundListenerName, "0.0.0.0", in.Port, corev3.TrafficDirection_INBOUND, tp)
+		if err != nil {
+			return r, err
+		}
+		r.Listeners = append(r.Listeners, l)
+		r.Clusters = append(r.Clusters, staticCluster(cluster, in.AppAddress, in.AppPort, in.Traffic.ConnectTimeoutMs, nil))
+	} else if in != nil {
 		cluster := ir.InboundClusterName(sc.Service, in.AppPort)
 		rc := &routev3.RouteConfiguration{
 			Name: ir.InboundListenerName,
@@ -91,6 +100,9 @@ func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
 
 	out := &routev3.RouteConfiguration{Name: ir.OutboundRouteName, IgnorePortInHostMatching: true}
 	for _, vh := range sc.Outbound.VirtualHosts {
+		if vh.Traffic.Protocol == ir.ProtocolTCP {
+			continue // reached on its local-bind listeners only
+		}
 		out.VirtualHosts = append(out.VirtualHosts, &routev3.VirtualHost{
 			Name:    vh.Service,
 			Domains: vh.Domains,
@@ -115,6 +127,14 @@ func Sidecar(sc ir.Sidecar) (SidecarResources, error) {
 		}
 		if vh == nil {
 			return r, fmt.Errorf("translate: sidecar %s: local bind for %s has no upstream", sc.Node, b.Service)
+		}
+		if vh.Traffic.Protocol == ir.ProtocolTCP {
+			l, err := tcpListener(name, b.Address, b.Port, corev3.TrafficDirection_OUTBOUND, tcpProxy(ir.OutboundListenerName, sc, tel, vh.Routes, vh.Traffic))
+			if err != nil {
+				return r, err
+			}
+			r.Listeners = append(r.Listeners, l)
+			continue
 		}
 		r.Routes = append(r.Routes, &routev3.RouteConfiguration{
 			Name: name,
@@ -395,6 +415,95 @@ func fileLogFilter(f *ir.FileLog) *accesslogv3.AccessLogFilter {
 	return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_AndFilter{AndFilter: &accesslogv3.AndFilter{Filters: fs}}}
 }
 
+// tcpProxy proxies connections to dests (weighted when several: a
+// connection, not a request, picks its cluster), with direction's access
+// logs. Retries of t are extra connect attempts: nothing was sent yet.
+func tcpProxy(direction string, sc ir.Sidecar, tel ir.Telemetry, dests []ir.WeightedCluster, t ir.TrafficPolicy) *tcpproxyv3.TcpProxy {
+	p := &tcpproxyv3.TcpProxy{StatPrefix: direction, AccessLog: tcpAccessLogs(direction, sc, tel.AccessLog)}
+	if len(dests) == 1 {
+		p.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: dests[0].Cluster}
+	} else {
+		wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+		for _, d := range dests {
+			wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: d.Cluster, Weight: d.Weight})
+		}
+		p.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	}
+	if t.Retries > 0 {
+		p.MaxConnectAttempts = wrapperspb.UInt32(1 + t.Retries)
+	}
+	return p
+}
+
+// tcpAccessLogFields is the JSON field set of file access logs of TCP
+// listeners: a line per connection.
+var tcpAccessLogFields = map[string]string{
+	"start_time":       "%START_TIME%",
+	"response_flags":   "%RESPONSE_FLAGS%",
+	"duration_ms":      "%DURATION%",
+	"bytes_received":   "%BYTES_RECEIVED%",
+	"bytes_sent":       "%BYTES_SENT%",
+	"upstream_cluster": "%UPSTREAM_CLUSTER%",
+	"upstream_host":    "%UPSTREAM_HOST%",
+	"downstream":       "%DOWNSTREAM_REMOTE_ADDRESS%",
+}
+
+// tcpAccessLogs are a TCP listener's access logs: a connection each, to
+// signalbox's ALS under the direction's log name (the graph counts outbound
+// connections; connect failures are errors) and to the file, whose status
+// and health-check filters do not apply to connections.
+func tcpAccessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslogv3.AccessLog {
+	var out []*accesslogv3.AccessLog
+	if a.ALS {
+		out = append(out, &accesslogv3.AccessLog{
+			Name: "envoy.access_loggers.tcp_grpc",
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&grpclogv3.TcpGrpcAccessLogConfig{
+				CommonConfig: &grpclogv3.CommonGrpcAccessLogConfig{
+					LogName:             direction,
+					GrpcService:         &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ir.ControlPlaneCluster}}},
+					TransportApiVersion: corev3.ApiVersion_V3,
+				},
+			})},
+		})
+	}
+	if f := a.File; f != nil {
+		fields := map[string]any{"direction": direction, "service": sc.Service, "version": sc.Version, "protocol": "tcp"}
+		for k, v := range tcpAccessLogFields {
+			fields[k] = v
+		}
+		st, err := structpb.NewStruct(fields)
+		if err != nil {
+			panic(err) // only strings: cannot fail
+		}
+		out = append(out, &accesslogv3.AccessLog{
+			Name:   "envoy.access_loggers.file",
+			Filter: fileLogFilter(&ir.FileLog{MinDurationMs: f.MinDurationMs}),
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{
+				Path: f.Path,
+				AccessLogFormat: &filelogv3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+					Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st},
+				}},
+			})},
+		})
+	}
+	return out
+}
+
+func tcpListener(name, addr string, port uint32, dir corev3.TrafficDirection, p *tcpproxyv3.TcpProxy) (*listenerv3.Listener, error) {
+	a, err := anypb.New(p)
+	if err != nil {
+		return nil, fmt.Errorf("translate: listener %s: %w", name, err)
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(addr, port),
+		TrafficDirection: dir,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
+		}},
+	}, nil
+}
+
 func httpListener(name, addr string, port uint32, dir corev3.TrafficDirection, hcm *hcmv3.HttpConnectionManager) (*listenerv3.Listener, error) {
 	a, err := anypb.New(hcm)
 	if err != nil {
@@ -448,7 +557,11 @@ func sidecarCluster(sc ir.SidecarCluster) *clusterv3.Cluster {
 	if t.ConnectTimeoutMs > 0 {
 		c.ConnectTimeout = durationpb.New(ms(t.ConnectTimeoutMs))
 	}
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(downstreamProtocol())}
+	tcp := t.Protocol == ir.ProtocolTCP
+	if !tcp {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(downstreamProtocol())}
+	}
+	// For TCP, Envoy counts connect failures as 5xx here.
 	if o := t.Outlier; o.Consecutive5xx > 0 {
 		c.OutlierDetection = &clusterv3.OutlierDetection{
 			Consecutive_5Xx:    wrapperspb.UInt32(o.Consecutive5xx),
@@ -457,7 +570,7 @@ func sidecarCluster(sc ir.SidecarCluster) *clusterv3.Cluster {
 			MaxEjectionPercent: wrapperspb.UInt32(o.MaxEjectionPercent),
 		}
 	}
-	if t.RetryBudgetPercent > 0 {
+	if t.RetryBudgetPercent > 0 && !tcp {
 		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 			Priority: corev3.RoutingPriority_DEFAULT,
 			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
