@@ -233,8 +233,19 @@ func (r *Rollout) start(now time.Time, actor string) {
 	} else if r.Spec.Strategy == BlueGreen {
 		why = fmt.Sprintf("preview: only requests with %q reach %s", r.Spec.PreviewHeader, r.Spec.Candidate)
 	}
+	gateFirst := r.Spec.Strategy == Canary && !r.Mirroring && r.gated(1)
+	if gateFirst {
+		r.Step = 0
+		why = fmt.Sprintf("started: %s takes no traffic before the gate", r.Spec.Candidate)
+	}
 	r.StepStartedAt = now
 	r.moveTo(Progressing, now, actor, why)
+	if gateFirst {
+		// A gate before step 1 holds even the first weight (advance checks
+		// the others, and this one after mirroring).
+		r.AtGate = true
+		r.moveTo(Paused, now, "", "manual gate before step 1: promote to continue")
+	}
 }
 
 // command applies an operator's request.

@@ -249,3 +249,32 @@ func TestMirrorBeforeStepOne(t *testing.T) {
 		t.Errorf("blue-green with a mirror: %v, want a refusal naming mirrorPercent", err)
 	}
 }
+
+// TestGateBeforeStepOne: a gate on step 1 holds the candidate at 0% until a
+// promote, which starts step 1 (not step 2).
+func TestGateBeforeStepOne(t *testing.T) {
+	spec := canarySpec()
+	spec.Gates = []int{1}
+	if err := spec.WithDefaults().Validate(); err != nil {
+		t.Fatalf("gate 1 refused: %v", err)
+	}
+	r, p, err := Step(New("greeter.1", spec, t0), Observation{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Phase != Paused || !r.AtGate || weights(p)["v2"] != 0 {
+		t.Fatalf("gate before step 1: phase %s atGate %v, candidate weight %d%% (%s); want Paused at the gate with 0%%", r.Phase, r.AtGate, weights(p)["v2"], r.Reason)
+	}
+	// Time passes: still held.
+	r, p, _ = Step(r, Observation{}, t0.Add(time.Hour))
+	if r.Phase != Paused || weights(p)["v2"] != 0 {
+		t.Fatalf("an hour later: phase %s, candidate %d%%", r.Phase, weights(p)["v2"])
+	}
+	r, p, err = Step(r, Observation{Command: &Command{Kind: CmdPromote, Actor: "operator:x"}}, t0.Add(time.Hour+time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Phase != Progressing || r.Step != 1 || weights(p)["v2"] != spec.Steps[0] {
+		t.Fatalf("after promote at the gate: phase %s step %d candidate %d%%; want step 1 at %d%%", r.Phase, r.Step, weights(p)["v2"], spec.Steps[0])
+	}
+}

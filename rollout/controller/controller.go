@@ -167,13 +167,16 @@ func (c *Controller) watch(ctx context.Context) error {
 				continue
 			}
 		}
-		if next < index {
+		restored := next < index
+		if restored {
 			next = 0 // Consul's index went backwards (a restore): start over
 		}
 		index = next
 		c.mu.Lock()
 		for svc, s := range all {
-			if cur, ok := c.current[svc]; !ok || s.index >= cur.index {
+			// A write of ours may be newer than this read; after a restore
+			// every index is lower, and KV is the truth again.
+			if cur, ok := c.current[svc]; !ok || s.index >= cur.index || restored {
 				c.current[svc] = s
 			}
 		}
@@ -188,9 +191,10 @@ func (c *Controller) watch(ctx context.Context) error {
 		}
 		c.publishLocked()
 		c.mu.Unlock()
-		if err == nil {
-			c.loadedOnce.Do(func() { close(c.loaded) })
-		}
+		// Consul answered: what could be read is loaded. A key that does
+		// not decode was logged above and is skipped; it must not hold
+		// back every other service's configuration.
+		c.loadedOnce.Do(func() { close(c.loaded) })
 		if c.o.OnRead != nil {
 			c.o.OnRead()
 		}
@@ -319,18 +323,26 @@ func (c *Controller) driveOnce(ctx context.Context) {
 	for _, s := range c.current {
 		if !s.r.Phase.Terminal() {
 			todo = append(todo, s)
+		} else {
+			// Ended: a retry must start from a fresh reading, not count
+			// what was served while it was over.
+			delete(c.last, s.r.ID)
 		}
 	}
 	c.mu.Unlock()
 	for _, s := range todo {
-		if _, err := c.advance(ctx, s, c.observe(s.r)); err != nil && !errors.Is(err, errCASConflict) && ctx.Err() == nil {
+		o, look := c.observe(s.r)
+		if _, err := c.advance(ctx, s, o, &look); err != nil && !errors.Is(err, errCASConflict) && ctx.Err() == nil {
 			c.o.Logger.Warn("stepping rollout", "rollout", s.r.ID, "err", err)
 		}
 	}
 }
 
-// observe builds a look at the traffic and the catalog for a rollout.
-func (c *Controller) observe(r rollout.Rollout) rollout.Observation {
+// observe builds a look at the traffic and the catalog for a rollout, and
+// the reading it was made from; the reading becomes the base of the next
+// look only once the look is written (advance), so that a look whose write
+// fails is not lost: the next one covers its traffic too.
+func (c *Controller) observe(r rollout.Rollout) (rollout.Observation, lastLook) {
 	var o rollout.Observation
 	if vs, ok := c.o.Catalog.Versions(r.Spec.Service); ok {
 		for _, v := range []string{r.Spec.Baseline, r.Spec.Candidate} {
@@ -340,12 +352,12 @@ func (c *Controller) observe(r rollout.Rollout) rollout.Observation {
 		}
 	}
 	callers, self := c.o.Counts.Totals(r.Spec.Service)
+	look := lastLook{callers: callers, self: self}
 	c.mu.Lock()
 	prev, seen := c.last[r.ID]
-	c.last[r.ID] = lastLook{callers: callers, self: self}
 	c.mu.Unlock()
 	if !seen {
-		return o // the first reading: nothing to compare it with yet
+		return o, look // the first reading: nothing to compare it with yet
 	}
 	// Callers' sidecars count each request once, with connection failures
 	// the app never sees; without sidecars (proxyless gRPC) the service's
@@ -359,7 +371,7 @@ func (c *Controller) observe(r rollout.Rollout) rollout.Observation {
 		Baseline:  delta(now[r.Spec.Baseline], before[r.Spec.Baseline], p99[r.Spec.Baseline]),
 		Candidate: delta(now[r.Spec.Candidate], before[r.Spec.Candidate], p99[r.Spec.Candidate]),
 	}
-	return o
+	return o, look
 }
 
 func hasTraffic(m map[string]Counts, s rollout.Spec) bool {
@@ -375,8 +387,9 @@ func delta(now, before Counts, p99 float64) rollout.VersionSample {
 	return rollout.VersionSample{Requests: now.Requests - before.Requests, Errors: now.Errors - before.Errors, P99Ms: p99}
 }
 
-// advance steps one rollout and writes it with check-and-set.
-func (c *Controller) advance(ctx context.Context, s stored, o rollout.Observation) (rollout.Rollout, error) {
+// advance steps one rollout and writes it with check-and-set. look, when
+// set, is the reading o was made from (see observe): kept once written.
+func (c *Controller) advance(ctx context.Context, s stored, o rollout.Observation, look *lastLook) (rollout.Rollout, error) {
 	next, _, err := rollout.Step(s.r, o, c.o.Now())
 	if err != nil {
 		return s.r, err
@@ -386,6 +399,9 @@ func (c *Controller) advance(ctx context.Context, s stored, o rollout.Observatio
 		return s.r, err
 	}
 	c.mu.Lock()
+	if look != nil {
+		c.last[next.ID] = *look
+	}
 	if cur, ok := c.current[next.Spec.Service]; !ok || idx > cur.index {
 		c.current[next.Spec.Service] = stored{r: next, index: idx}
 	}
@@ -506,9 +522,14 @@ func (c *Controller) Command(ctx context.Context, id string, cmd rollout.Command
 			}
 			return rollout.Rollout{}, fmt.Errorf("%w: no rollout %q", rollout.ErrNotFound, id)
 		}
-		next, err := c.advance(ctx, cur, rollout.Observation{Command: &cmd})
+		next, err := c.advance(ctx, cur, rollout.Observation{Command: &cmd}, nil)
 		if errors.Is(err, errCASConflict) {
 			continue
+		}
+		if err == nil && cmd.Kind == rollout.CmdRetry {
+			c.mu.Lock()
+			delete(c.last, id) // step 1 starts from a fresh reading
+			c.mu.Unlock()
 		}
 		return next, err
 	}

@@ -56,6 +56,9 @@ func (s *kvStore) list(ctx context.Context, waitIndex uint64) (map[string]stored
 	out := map[string]stored{}
 	var errs []error
 	for _, p := range pairs {
+		if strings.HasSuffix(p.Key, "/") && len(p.Value) == 0 {
+			continue // a folder, as Consul's UI makes them
+		}
 		var r rollout.Rollout
 		if err := json.Unmarshal(p.Value, &r); err != nil {
 			// One bad key must not stop every other release.
@@ -130,6 +133,9 @@ func (s *kvStore) archived(ctx context.Context) ([]rollout.Rollout, error) {
 	}
 	var out []rollout.Rollout
 	for _, p := range pairs {
+		if strings.HasSuffix(p.Key, "/") && len(p.Value) == 0 {
+			continue // a folder, as Consul's UI makes them
+		}
 		var r rollout.Rollout
 		if err := json.Unmarshal(p.Value, &r); err != nil {
 			continue // a bad archive entry loses history, not traffic
