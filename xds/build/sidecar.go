@@ -2,6 +2,7 @@ package build
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -258,20 +259,29 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 	sc.Problems = append(sc.Problems, problems...)
 
 	// Inbound: the registration's port and local service, else the node's.
+	// Callers and Consul's checks use the registration's port, so it wins
+	// over the bootstrap's; a bootstrap that says otherwise is reported.
 	in := &ir.Inbound{Port: ir.DefaultInboundPort, AppAddress: "127.0.0.1", Traffic: traffic}
-	if node.InboundPort != 0 {
-		in.Port = node.InboundPort
-	} else if hasReg && reg.Port > 0 {
+	switch {
+	case hasReg && reg.Port > 0:
 		in.Port = uint32(reg.Port)
+		if node.InboundPort != 0 && node.InboundPort != in.Port {
+			sc.Problems = append(sc.Problems, fmt.Sprintf("the bootstrap's inbound port %d is ignored: the Consul sidecar registration's port %d applies (callers are sent there)", node.InboundPort, in.Port))
+		}
+	case node.InboundPort != 0:
+		in.Port = node.InboundPort
 	}
 	switch {
-	case node.AppPort != 0:
-		in.AppPort = node.AppPort
 	case hasReg && reg.Proxy.LocalServicePort > 0:
 		in.AppPort = uint32(reg.Proxy.LocalServicePort)
 		if reg.Proxy.LocalServiceAddress != "" {
 			in.AppAddress = reg.Proxy.LocalServiceAddress
 		}
+		if node.AppPort != 0 && node.AppPort != in.AppPort {
+			sc.Problems = append(sc.Problems, fmt.Sprintf("the bootstrap's app port %d is ignored: the Consul sidecar registration's local_service_port %d applies", node.AppPort, in.AppPort))
+		}
+	case node.AppPort != 0:
+		in.AppPort = node.AppPort
 	case app != nil && app.Port > 0:
 		in.AppPort = uint32(app.Port)
 	}
@@ -336,7 +346,15 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			}
 			built = Service(up, plan, pol, proxies)
 		}
-		_, upTraffic, _ := policyOf(up, nil)
+		// How this sidecar calls the upstream follows the upstream's
+		// overrides, so a bad one is this sidecar's problem too (it may be
+		// reported nowhere else: the upstream may have no sidecar).
+		_, upTraffic, upProblems := policyOf(up, nil)
+		for _, p := range upProblems {
+			if !slices.Contains(sc.Problems, p) {
+				sc.Problems = append(sc.Problems, p)
+			}
+		}
 		vh := ir.VirtualHost{
 			Service: name,
 			Domains: []string{name, name + ".service.consul"},
@@ -371,5 +389,43 @@ func Sidecar(cat *discovery.Catalog, plans map[string]rollout.Plan, pol Policy, 
 			sc.LocalBinds = append(sc.LocalBinds, ir.LocalBind{Service: name, Address: addr, Port: uint32(b.LocalBindPort)})
 		}
 	}
+	sc.LocalBinds = dropClashingBinds(&sc)
 	return sc
 }
+
+// dropClashingBinds leaves out, with a problem, a local bind whose address
+// and port another listener of the sidecar already has: Envoy would refuse
+// the whole listener update. Consul allows a bind port equal to the
+// sidecar's own inbound or outbound port.
+func dropClashingBinds(sc *ir.Sidecar) []ir.LocalBind {
+	type taken struct {
+		addr, what string
+		port       uint32
+	}
+	used := []taken{{"127.0.0.1", "the outbound listener", sc.Outbound.Port}}
+	if sc.Inbound != nil {
+		used = append(used, taken{"0.0.0.0", "the inbound listener", sc.Inbound.Port})
+	}
+	clash := func(addr string, port uint32) string {
+		for _, u := range used {
+			if u.port == port && (u.addr == addr || anyAddr(u.addr) || anyAddr(addr)) {
+				return u.what
+			}
+		}
+		return ""
+	}
+	var kept []ir.LocalBind
+	for _, b := range sc.LocalBinds {
+		if what := clash(b.Address, b.Port); what != "" {
+			sc.Problems = append(sc.Problems, fmt.Sprintf("upstream %q: local bind %s is taken by %s: left out; choose another local_bind_port in the sidecar registration",
+				b.Service, net.JoinHostPort(b.Address, strconv.FormatUint(uint64(b.Port), 10)), what))
+			continue
+		}
+		used = append(used, taken{b.Address, fmt.Sprintf("the local bind of %q", b.Service), b.Port})
+		kept = append(kept, b)
+	}
+	return kept
+}
+
+// anyAddr: a listener on it takes the port on every address.
+func anyAddr(a string) bool { return a == "0.0.0.0" || a == "::" || a == "[::]" }
