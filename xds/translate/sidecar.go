@@ -605,16 +605,23 @@ func http2Only() *httpv3.HttpProtocolOptions {
 // TLS collectors against.
 const SystemCAFile = "/etc/ssl/certs/ca-certificates.crt"
 
+// upstreamTLS verifies a collector's certificate against the system CAs and
+// its host: a DNS name (also sent as SNI), or an IP address, which a
+// certificate lists among its IP SANs and SNI cannot carry.
 func upstreamTLS(host string) *corev3.TransportSocket {
+	sni, sanType := host, tlsv3.SubjectAltNameMatcher_DNS
+	if net.ParseIP(host) != nil {
+		sni, sanType = "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	}
 	return &corev3.TransportSocket{
 		Name: "envoy.transport_sockets.tls",
 		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.UpstreamTlsContext{
-			Sni: host,
+			Sni: sni,
 			CommonTlsContext: &tlsv3.CommonTlsContext{
 				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 					TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: SystemCAFile}},
 					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-						SanType: tlsv3.SubjectAltNameMatcher_DNS,
+						SanType: sanType,
 						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}},
 					}},
 				}},
