@@ -24,7 +24,8 @@ func applyConfigFile(fs *pflag.FlagSet, path string) (map[string]bool, []byte, e
 		return nil, nil, usageError{fmt.Errorf("config file: %w", err)}
 	}
 	var values map[string]any
-	if err := yaml.Unmarshal(raw, &values); err != nil {
+	// Strict: a key given twice is an error, not "the last one wins".
+	if err := yaml.UnmarshalStrict(raw, &values); err != nil {
 		return nil, nil, usageError{fmt.Errorf("config file %s: not valid YAML: %w", path, err)}
 	}
 	var policyYAML []byte

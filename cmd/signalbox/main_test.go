@@ -54,6 +54,8 @@ func TestBadInputExitsWithUsageCode(t *testing.T) {
 		{"missing config file", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, "config file: open"},
 		{"config not YAML", []string{"serve", "--config", write("bad.yaml", "xds-addr: [unclosed")}, "not valid YAML"},
 		{"config unknown key", []string{"serve", "--config", write("key.yaml", "xds-address: 1.2.3.4:5\n")}, `unknown key "xds-address" (valid keys: `},
+		{"config key twice", []string{"serve", "--config", write("twice.yaml", "debounce-max: 200ms\ndebounce-max: 50ms\n")}, `"debounce-max" already set`},
+		{"config policy key twice", []string{"serve", "--config", write("twice2.yaml", "traffic:\n  retries: 2\n  retries: 9\n")}, `"retries" already set`},
 		{"config bad value", []string{"serve", "--config", write("val.yaml", "consul-wait: forever\n")}, `key "consul-wait": bad value "forever"`},
 		{"config nested value", []string{"serve", "--config", write("nest.yaml", "xds-addr:\n  host: a\n")}, `key "xds-addr": want a single value`},
 		{"policy value out of range", []string{"serve", "--config", write("pol.yaml", "telemetry:\n  tracing:\n    sampling: 150\n")}, "telemetry.tracing.sampling = 150: out of range"},
