@@ -86,10 +86,13 @@ type Rollout struct {
 	Reason       string `json:"reason,omitempty"`
 	// Analysis is the sequential test's state, carried across looks and
 	// restarts.
-	Analysis  AnalysisState `json:"analysis"`
-	History   []Event       `json:"history"`
-	CreatedAt time.Time     `json:"createdAt"`
-	UpdatedAt time.Time     `json:"updatedAt"`
+	Analysis AnalysisState `json:"analysis"`
+	History  []Event       `json:"history"`
+	// HistoryDropped counts the oldest events left out of History to keep
+	// it within MaxHistory (the first two, creation and start, stay).
+	HistoryDropped int       `json:"historyDropped,omitempty"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
 }
 
 // Event is one entry of a rollout's history: a phase change, a step, a
@@ -180,10 +183,10 @@ func New(id string, spec Spec, now time.Time) Rollout {
 // returns is PlanOf the new state (nil: no plan, traffic spreads over every
 // instance). A command the phase does not allow returns a *ConflictError
 // and the rollout unchanged.
-func Step(r Rollout, o Observation, now time.Time) (Rollout, *Plan, error) {
+func Step(r Rollout, o Observation, now time.Time) (next Rollout, plan *Plan, err error) {
 	r.History = append([]Event(nil), r.History...)
+	defer func() { next.trimHistory() }()
 	if o.Command != nil {
-		var err error
 		if r, err = r.command(*o.Command, now); err != nil {
 			return r, PlanOf(r), err
 		}
@@ -208,6 +211,28 @@ func Step(r Rollout, o Observation, now time.Time) (Rollout, *Plan, error) {
 	r.tick(now)
 	r.UpdatedAt = now
 	return r, PlanOf(r), nil
+}
+
+// Limits that keep a stored rollout far below Consul's 512 KiB value limit,
+// however many commands it takes: past it, no write (not even a rollback)
+// would fit.
+const (
+	// MaxHistory is how many events a rollout keeps.
+	MaxHistory = 100
+	// MaxReasonBytes is the longest reason a command may give.
+	MaxReasonBytes = 256
+)
+
+// trimHistory drops the oldest events past MaxHistory, keeping the first
+// two (creation and start), and counts them.
+func (r *Rollout) trimHistory() {
+	const keep = 2
+	if len(r.History) <= MaxHistory {
+		return
+	}
+	drop := len(r.History) - MaxHistory
+	r.HistoryDropped += drop
+	r.History = append(r.History[:keep:keep], r.History[keep+drop:]...)
 }
 
 // judging: the candidate takes traffic the analysis can compare.
@@ -252,6 +277,9 @@ func (r *Rollout) start(now time.Time, actor string) {
 func (r Rollout) command(c Command, now time.Time) (Rollout, error) {
 	conflict := func(format string, a ...any) (Rollout, error) {
 		return r, &ConflictError{Msg: fmt.Sprintf("rollout %s is %s: ", r.ID, r.Phase) + fmt.Sprintf(format, a...)}
+	}
+	if len(c.Reason) > MaxReasonBytes {
+		return r, fmt.Errorf("%w: the reason is %d bytes long: give at most %d", ErrInvalid, len(c.Reason), MaxReasonBytes)
 	}
 	r.History = append(r.History, Event{At: now, Kind: "command", Step: r.Step, Weight: r.candidateWeight(), Actor: c.Actor, Reason: c.Kind + reasonSuffix(c.Reason)})
 	switch c.Kind {

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -276,5 +277,63 @@ func TestGateBeforeStepOne(t *testing.T) {
 	}
 	if r.Phase != Progressing || r.Step != 1 || weights(p)["v2"] != spec.Steps[0] {
 		t.Fatalf("after promote at the gate: phase %s step %d candidate %d%%; want step 1 at %d%%", r.Phase, r.Step, weights(p)["v2"], spec.Steps[0])
+	}
+}
+
+// TestHistoryStaysBounded: however many commands a rollout takes, its
+// history keeps its first two events and the latest ones, counts what it
+// dropped, and a too-long reason is refused before it is recorded — so the
+// stored rollout always fits in a Consul KV value and a rollback can always
+// be written.
+func TestHistoryStaysBounded(t *testing.T) {
+	spec := canarySpec()
+	spec.StepInterval = Duration(time.Hour)
+	r := New("greeter.1", spec, t0)
+	r.History = append(r.History, Event{At: t0, Kind: "command", Actor: "operator:x", Reason: "created"}) // as the controller does
+	r, _, err := Step(r, Observation{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := append([]Event(nil), r.History[:2]...)
+	initial := len(r.History)
+	reason := strings.Repeat("<", MaxReasonBytes)
+	at := t0
+	for i := 0; i < 400; i++ {
+		for _, kind := range []string{CmdPause, CmdResume} {
+			at = at.Add(time.Second)
+			if r, _, err = Step(r, Observation{Command: &Command{Kind: kind, Actor: "operator:x", Reason: reason}}, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(r.History) != MaxHistory {
+		t.Fatalf("history %d events, %d dropped; want %d kept", len(r.History), r.HistoryDropped, MaxHistory)
+	}
+	// A pause or a resume records the command and the phase change.
+	if total := len(r.History) + r.HistoryDropped; total != initial+1600 {
+		t.Errorf("kept + dropped = %d; want %d: every event accounted for", total, initial+1600)
+	}
+	if r.History[0].At != first[0].At || r.History[0].Reason != first[0].Reason || r.History[1].Reason != first[1].Reason {
+		t.Errorf("the first events were dropped: %+v", r.History[:2])
+	}
+	if last := r.History[len(r.History)-1]; !last.At.Equal(at) {
+		t.Errorf("the newest event is from %v; want %v", last.At, at)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 256<<10 {
+		t.Errorf("the stored rollout is %d bytes: too close to Consul's 512 KiB limit", len(b))
+	}
+
+	// One byte too many: refused, nothing recorded.
+	before := len(r.History) + r.HistoryDropped
+	_, _, err = Step(r, Observation{Command: &Command{Kind: CmdPause, Actor: "operator:x", Reason: reason + "x"}}, at.Add(time.Second))
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxReasonBytes)) {
+		t.Fatalf("a %d-byte reason: %v; want ErrInvalid saying the limit", MaxReasonBytes+1, err)
+	}
+	if after := len(r.History) + r.HistoryDropped; after != before {
+		t.Errorf("a refused command changed the history")
 	}
 }
