@@ -34,7 +34,7 @@ func (a *AnalysisState) Observe(s Sample, spec AnalysisSpec) Decision {
 	}
 	if s.Baseline.P99Ms > 0 && s.Candidate.P99Ms > 0 {
 		in.Latency = &analysis.Latency{BaselineP99Ms: s.Baseline.P99Ms, CandidateP99Ms: s.Candidate.P99Ms,
-			BaselineRequests: a.Test.Baseline.Requests + s.Baseline.Requests, CandidateRequests: a.Test.Candidate.Requests + s.Candidate.Requests}
+			BaselineRequests: s.Baseline.P99Requests, CandidateRequests: s.Candidate.P99Requests}
 	}
 	next, d, err := analysis.Step(a.Test, in, spec.config())
 	if err != nil {

@@ -115,6 +115,9 @@ type VersionSample struct {
 	Requests uint64  `json:"requests"`
 	Errors   uint64  `json:"errors"`
 	P99Ms    float64 `json:"p99Ms,omitempty"`
+	// P99Requests is how many requests P99Ms summarises (its window's, not
+	// this look's): the latency guard judges only well-founded p99s.
+	P99Requests uint64 `json:"p99Requests,omitempty"`
 }
 
 // Sample is what the controller saw since its previous look.

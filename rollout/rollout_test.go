@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/signalbox/signalbox/rollout/analysis"
 )
 
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -335,5 +337,42 @@ func TestHistoryStaysBounded(t *testing.T) {
 	}
 	if after := len(r.History) + r.HistoryDropped; after != before {
 		t.Errorf("a refused command changed the history")
+	}
+}
+
+// TestLatencyGuardJudgesWellFoundedP99s: the latency guard rolls back on a
+// candidate p99 far above the baseline's only when that p99 summarises
+// enough requests in its window; at low traffic (a p99 of ~30 requests is
+// about their maximum) one slow request must not roll a release back.
+func TestLatencyGuardJudgesWellFoundedP99s(t *testing.T) {
+	run := func(candidateWindow uint64) Rollout {
+		spec := canarySpec()
+		spec.Steps = []uint32{5, 50}
+		spec.StepInterval = Duration(10 * time.Minute)
+		spec.Analysis.MaxLatencyRatio = 2
+		r, _, _ := Step(New("greeter.1", spec, t0), Observation{}, t0)
+		for s := 1; s <= 400; s++ {
+			c := uint64(s % 2)
+			p99 := 100.0
+			if s >= 300 {
+				p99 = 300 // 3× the baseline's in the last 100 s
+			}
+			o := Observation{Sample: &Sample{
+				Baseline:  VersionSample{Requests: 10 - c, P99Ms: 100, P99Requests: 570},
+				Candidate: VersionSample{Requests: c, P99Ms: p99, P99Requests: candidateWindow},
+			}}
+			r, _, _ = Step(r, o, t0.Add(time.Duration(s)*time.Second))
+			if r.Phase == RollingBack {
+				return r
+			}
+		}
+		return r
+	}
+	if r := run(30); r.Phase == RollingBack {
+		t.Errorf("rolled back on a p99 of 30 requests (the guard needs %d): %s", analysis.DefaultMinLatencyRequests, r.Reason)
+	}
+	r := run(analysis.DefaultMinLatencyRequests)
+	if r.Phase != RollingBack || !strings.Contains(r.Reason, "p99") {
+		t.Errorf("a 3× p99 over %d requests: phase %s (%s); want a rollback naming the p99", analysis.DefaultMinLatencyRequests, r.Phase, r.Reason)
 	}
 }

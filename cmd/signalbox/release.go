@@ -24,7 +24,7 @@ func (g graphCounts) Totals(service string) (callers, self map[string]controller
 
 // P99 takes the callers' view when they saw the service's traffic (their
 // sidecars time the whole call), else the service's own.
-func (g graphCounts) P99(service string, window time.Duration) map[string]float64 {
+func (g graphCounts) P99(service string, window time.Duration) map[string]controller.WindowP99 {
 	vc, err := g.store.VersionCounts(service, g.now(), window)
 	if err != nil {
 		return nil
@@ -37,9 +37,9 @@ func (g graphCounts) P99(service string, window time.Duration) map[string]float6
 	if n == 0 {
 		view = vc.Self
 	}
-	out := make(map[string]float64, len(view))
+	out := make(map[string]controller.WindowP99, len(view))
 	for v, c := range view {
-		out[v] = c.P99Ms
+		out[v] = controller.WindowP99{P99Ms: c.P99Ms, Requests: c.Requests}
 	}
 	return out
 }

@@ -35,8 +35,15 @@ type CountSource interface {
 	// saw (sidecars' outbound logs) and what it saw itself (its inbound logs
 	// or server spans).
 	Totals(service string) (callers, self map[string]Counts)
-	// P99 is each version's p99 latency over the recent window.
-	P99(service string, window time.Duration) map[string]float64
+	// P99 is each version's p99 latency over the recent window, with the
+	// number of requests it summarises.
+	P99(service string, window time.Duration) map[string]WindowP99
+}
+
+// WindowP99 is a version's p99 over a window and the requests behind it.
+type WindowP99 struct {
+	P99Ms    float64
+	Requests uint64
 }
 
 // Catalog says how many instances each version of a service has in Consul
@@ -380,11 +387,11 @@ func hasTraffic(m map[string]Counts, s rollout.Spec) bool {
 
 // delta is the increment between two readings; a counter that went back
 // (its series expired, or the store restarted) starts from zero.
-func delta(now, before Counts, p99 float64) rollout.VersionSample {
+func delta(now, before Counts, p99 WindowP99) rollout.VersionSample {
 	if now.Requests < before.Requests || now.Errors < before.Errors {
 		before = Counts{}
 	}
-	return rollout.VersionSample{Requests: now.Requests - before.Requests, Errors: now.Errors - before.Errors, P99Ms: p99}
+	return rollout.VersionSample{Requests: now.Requests - before.Requests, Errors: now.Errors - before.Errors, P99Ms: p99.P99Ms, P99Requests: p99.Requests}
 }
 
 // advance steps one rollout and writes it with check-and-set. look, when

@@ -74,7 +74,7 @@ func (t *traffic) Totals(string) (callers, self map[string]Counts) {
 	return out, map[string]Counts{}
 }
 
-func (t *traffic) P99(string, time.Duration) map[string]float64 { return nil }
+func (t *traffic) P99(string, time.Duration) map[string]WindowP99 { return nil }
 
 // plans records every plan set handed to xds.
 type plans struct {
