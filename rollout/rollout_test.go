@@ -200,6 +200,30 @@ func TestSpecValidateSaysWhatToFix(t *testing.T) {
 	}
 }
 
+// TestSpecRefusesTheOtherStrategysSettings: settings of the other strategy
+// are refused, not silently ignored; a mirror finer than Envoy's resolution
+// (which the plan would drop) is refused too.
+func TestSpecRefusesTheOtherStrategysSettings(t *testing.T) {
+	c := canarySpec()
+	c.PostPromotionWindow = Duration(time.Minute)
+	c.MirrorPercent = 0.00001
+	bg := Spec{Service: "greeter", Strategy: BlueGreen, Baseline: "v1", Candidate: "v2", Matches: []HeaderRoute{{Header: "x-canary", Value: "1"}}}
+	for _, tc := range []struct {
+		spec  Spec
+		wants []string
+	}{
+		{c, []string{"postPromotionWindow: only for strategy bluegreen", "mirrorPercent 1e-05: want 0 (off), or 0.0001"}},
+		{bg, []string{"matches: only for strategy canary"}},
+	} {
+		err := tc.spec.WithDefaults().Validate()
+		for _, want := range tc.wants {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s spec: error %v lacks %q", tc.spec.Strategy, err, want)
+			}
+		}
+	}
+}
+
 // The docs show the state machine; it must be the code's.
 func TestTransitionsTableIsTheDocs(t *testing.T) {
 	b, err := os.ReadFile("../docs/release-guide.md")

@@ -175,6 +175,9 @@ func (s Spec) Validate() error {
 		if s.PreviewHeader != "" {
 			bad("previewHeader: only for strategy bluegreen; a canary routes chosen requests with matches")
 		}
+		if s.PostPromotionWindow != 0 {
+			bad("postPromotionWindow: only for strategy bluegreen; a canary is judged at every step up to 100%%")
+		}
 	case BlueGreen:
 		if len(s.Steps) > 0 {
 			bad("steps: a blue-green release has no steps: it previews, then switches at once")
@@ -186,6 +189,9 @@ func (s Spec) Validate() error {
 		}
 		if s.PostPromotionWindow.D() < 0 {
 			bad("postPromotionWindow %v: must not be negative", s.PostPromotionWindow.D())
+		}
+		if len(s.Matches) > 0 {
+			bad("matches: only for strategy canary; a blue-green release reaches the candidate with previewHeader")
 		}
 	default:
 		bad("strategy %q: want canary or bluegreen", s.Strategy)
@@ -209,8 +215,8 @@ func (s Spec) Validate() error {
 			bad("matches[%d]: %v", i, err)
 		}
 	}
-	if s.MirrorPercent < 0 || s.MirrorPercent > 100 {
-		bad("mirrorPercent %v: want 0 (off) to 100", s.MirrorPercent)
+	if !(s.MirrorPercent == 0 || s.MirrorPercent >= MinMirrorPercent && s.MirrorPercent <= 100) {
+		bad("mirrorPercent %v: want 0 (off), or %v (Envoy's resolution) to 100", s.MirrorPercent, MinMirrorPercent)
 	} else if s.MirrorPercent > 0 && s.Strategy == BlueGreen {
 		bad("mirrorPercent: only for strategy canary; a blue-green preview already exercises the candidate")
 	}
