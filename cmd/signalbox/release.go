@@ -94,7 +94,8 @@ func loadTokens(path string) (*api.Tokens, error) {
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o004 != 0 {
-		// As ssh does with keys: a token file others can read is refused.
+		// A token file every user on the host can read is refused (a
+		// group of its own, mode 640, is fine).
 		return nil, fmt.Errorf("--api-tokens %s is readable by every user (mode %v): chmod 600 it", path, fi.Mode().Perm())
 	}
 	return api.ParseTokens(f, path)
