@@ -422,9 +422,10 @@ func renderWatch(r rollout.Rollout, now time.Time, maxEvents int) string {
 	}
 	b.WriteString("history\n")
 	events := r.History
-	if len(events) > maxEvents {
-		fmt.Fprintf(&b, "  … %d earlier events (signalbox rollout status %s)\n", len(events)-maxEvents, r.ID)
-		events = events[len(events)-maxEvents:]
+	if len(events) > maxEvents || r.HistoryDropped > 0 {
+		n := max(len(events)-maxEvents, 0)
+		fmt.Fprintf(&b, "  … %d earlier events (signalbox rollout status %s)\n", n+r.HistoryDropped, r.ID)
+		events = events[n:]
 	}
 	for _, e := range events {
 		line := fmt.Sprintf("  %s  %-8s step %d  %3d%%  %s", e.At.Local().Format(time.TimeOnly), e.Kind, e.Step, e.Weight, e.Reason)
@@ -436,14 +437,22 @@ func renderWatch(r rollout.Rollout, now time.Time, maxEvents int) string {
 	return b.String()
 }
 
-// printRollout writes the header line and the history from event shown on;
-// it returns how many events are shown now.
+// printRollout writes the header line and the events after the first shown
+// ones (counted with those dropped from the history, which keeps its
+// length once full); it returns how many events are shown now.
 func printRollout(w io.Writer, r rollout.Rollout, shown int) int {
+	total := len(r.History) + r.HistoryDropped
+	events := r.History
 	if shown == 0 {
 		fmt.Fprintf(w, "rollout %s: %s %s → %s (%s)\n", r.ID, r.Spec.Service, r.Spec.Baseline, r.Spec.Candidate, r.Spec.Strategy)
 		fmt.Fprintf(w, "steps: %s\n", stepsText(r))
+	} else {
+		events = r.History[max(len(r.History)-max(total-shown, 0), 0):]
 	}
-	for _, e := range r.History[min(shown, len(r.History)):] {
+	for i, e := range events {
+		if shown == 0 && i == 2 && r.HistoryDropped > 0 {
+			fmt.Fprintf(w, "… %d events dropped from the history\n", r.HistoryDropped)
+		}
 		line := fmt.Sprintf("%s  %-8s step %d  candidate %3d%%  %s", e.At.Local().Format(time.TimeOnly), e.Kind, e.Step, e.Weight, e.Reason)
 		if e.Actor != "" {
 			line += "  [" + e.Actor + "]"
@@ -456,7 +465,7 @@ func printRollout(w io.Writer, r rollout.Rollout, shown int) int {
 		}
 	}
 	fmt.Fprintf(w, "now: %s, step %s, candidate %d%% — %s\n", r.Phase, stepText(r), r.CandidateWeight(), r.Reason)
-	return len(r.History)
+	return total
 }
 
 func stepsText(r rollout.Rollout) string {

@@ -81,3 +81,38 @@ func TestWatchIntoAPipeWritesChangesOnce(t *testing.T) {
 		t.Errorf("after a pause it wrote:\n%s\nwant the new events and the new state, not the header", got)
 	}
 }
+
+// TestWatchFollowsAFullHistory: once the history is full it keeps its
+// length, dropping old events; watch still writes each new event once.
+func TestWatchFollowsAFullHistory(t *testing.T) {
+	r, now := stepped(t)
+	cmd := func(kind string) {
+		now = now.Add(time.Second)
+		var err error
+		if r, _, err = rollout.Step(r, rollout.Observation{Command: &rollout.Command{Kind: kind, Actor: "operator:abcd", Reason: "cycle " + now.Format(time.TimeOnly)}}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(r.History) < rollout.MaxHistory {
+		cmd(rollout.CmdPause)
+		cmd(rollout.CmdResume)
+	}
+	var b bytes.Buffer
+	shown, last := printRolloutChanges(&b, r, 0, "")
+	cmd(rollout.CmdPause)
+	if r.HistoryDropped == 0 || len(r.History) != rollout.MaxHistory {
+		t.Fatalf("history %d, dropped %d: the test needs a full history", len(r.History), r.HistoryDropped)
+	}
+	b.Reset()
+	printRolloutChanges(&b, r, shown, last)
+	got := b.String()
+	if strings.Count(got, "cycle "+now.Format(time.TimeOnly)) != 3 || !strings.Contains(got, "now: Paused") {
+		t.Errorf("after a pause on a full history it wrote:\n%s\nwant the pause's command and phase events and the new state (each with its reason)", got)
+	}
+	if strings.Count(got, "\n") != 3 {
+		t.Errorf("wrote %d lines; want 3 (two events, the state):\n%s", strings.Count(got, "\n"), got)
+	}
+	if status := renderWatch(r, now, 5); !strings.Contains(status, "earlier events") {
+		t.Errorf("the watch display does not say events were dropped:\n%s", status)
+	}
+}

@@ -182,11 +182,14 @@ export class ReleasesView {
     );
     card.reason.textContent = r.reason ?? "";
     card.reason.hidden = !r.reason;
-    if (r.history.length !== card.historyLen) {
-      card.historyLen = r.history.length;
+    // Counted with the dropped events: a full history keeps its length.
+    const total = r.history.length + (r.historyDropped ?? 0);
+    if (total !== card.historyLen) {
+      card.historyLen = total;
       const hist = [...r.history].reverse();
+      const dropped = r.historyDropped ? `, ${r.historyDropped} older dropped` : "";
       card.history.replaceChildren(
-        h("summary", null, `History (${r.history.length})`),
+        h("summary", null, `History (${r.history.length}${dropped})`),
         h("table", { class: "grid" },
           h("thead", null, h("tr", null, ...["time", "what", "step", "weight", "by", "why"].map((c) => h("th", null, c)))),
           h("tbody", null, ...hist.map((e) => h("tr", { class: "ev-" + e.kind }, h("td", null, time(e.at)), h("td", null, what(e)), h("td", null, String(e.step)), h("td", null, e.candidateWeight + "%"), h("td", null, e.actor ?? ""), h("td", null, e.reason))))),

@@ -118,6 +118,8 @@ export interface Rollout {
   reason?: string;
   analysis: { test: SequentialTestState };
   history: RolloutEvent[];
+  /** Events dropped between the first two and the latest (the history keeps 100). */
+  historyDropped?: number;
   createdAt: string;
   updatedAt: string;
 }
