@@ -92,7 +92,7 @@ type Server struct {
 	sidecarView []SidecarStatus
 
 	// Sidecars: per-node snapshots of listeners, routes and clusters.
-	sidecars      sidecarCache
+	sidecars      cache.SnapshotCache
 	sidecarEvents sidecarEvents
 	snapVersion   uint64 // owned by the Run goroutine
 	snapMu        sync.Mutex
@@ -139,13 +139,7 @@ func New(opts Options) *Server {
 		status: Status{Resources: map[string]int{}},
 	}
 	s.snapSeen = map[string]time.Time{}
-	s.sidecars = sidecarCache{
-		SnapshotCache: cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{opts.Logger}),
-		appeared: func(n *corev3.Node) {
-			s.sidecarEvents.add(n)
-			s.poke()
-		},
-	}
+	s.sidecars = cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{opts.Logger})
 	mux := &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return classify(r.GetNode(), r.GetTypeUrl()) },
 		ClassifyDelta: func(r *cache.DeltaRequest) string { return classify(r.GetNode(), r.GetTypeUrl()) },
@@ -167,6 +161,15 @@ func New(opts Options) *Server {
 		}
 		return s.snapshotSeen(version)
 	})
+	// Every stream of a sidecar is reported, not only a node's first: a
+	// reconnect may carry a changed bootstrap, or race the loop's handling
+	// of the old stream's departure.
+	s.tracker.arrived = func(n *corev3.Node) {
+		if isSidecar(n) {
+			s.sidecarEvents.add(n)
+			s.poke()
+		}
+	}
 	s.tracker.gone = func(nodeID string) {
 		s.sidecarEvents.remove(nodeID)
 		s.poke()
@@ -393,6 +396,7 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 		}
 	}
 	st.lastCatalog, st.lastPlans, st.lastPlansAt = cat, plans, plansAt
+	routable := 0 // the names of cat that belong in st.built
 	for _, name := range cat.Names() {
 		svc, _ := cat.Service(name)
 		if st.proxies.IsProxyService(name) {
@@ -404,6 +408,7 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 			}
 			continue
 		}
+		routable++
 		var plan *rollout.Plan
 		if p, ok := plans[name]; ok {
 			plan = &p
@@ -420,7 +425,11 @@ func (st *loopState) ingest(cat *discovery.Catalog, plans map[string]rollout.Pla
 		st.built[name] = builtService{svc: svc, plan: plan, cfg: cfg}
 		st.sidecarsDirty = true
 	}
-	if len(st.built) > cat.Len() || len(st.built) < cat.Len() {
+	// Every routable service of cat is in st.built now, so anything more is
+	// a service that left the catalog. Comparing with cat.Len() instead
+	// would count proxy-only services, which are never built, and miss a
+	// removal whenever the two numbers happen to match.
+	if len(st.built) > routable {
 		for name, b := range st.built {
 			if _, ok := cat.Service(name); !ok {
 				st.forget(b.cfg)

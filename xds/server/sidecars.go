@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -60,28 +61,10 @@ func classify(n *corev3.Node, typeURL string) string {
 	return typeURL
 }
 
-// sidecarCache is go-control-plane's snapshot cache that tells the server
-// loop when a sidecar it has no snapshot for asks for one.
-type sidecarCache struct {
-	cache.SnapshotCache
-	appeared func(*corev3.Node)
-}
-
-func (c sidecarCache) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
-	if _, err := c.GetSnapshot(req.GetNode().GetId()); err != nil {
-		c.appeared(req.GetNode())
-	}
-	return c.SnapshotCache.CreateWatch(req, sub, ch)
-}
-
-func (c sidecarCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, ch chan cache.DeltaResponse) (func(), error) {
-	if _, err := c.GetSnapshot(req.GetNode().GetId()); err != nil {
-		c.appeared(req.GetNode())
-	}
-	return c.SnapshotCache.CreateDeltaWatch(req, sub, ch)
-}
-
-// sidecarEvents carries sidecar arrivals and departures to the loop.
+// sidecarEvents carries sidecar arrivals (a new stream, the latest node
+// wins) and departures (the last stream closed) to the loop. A departure
+// also drops the arrivals queued before it; an arrival does not drop a
+// departure, which the loop checks against the streams open by then.
 type sidecarEvents struct {
 	mu      sync.Mutex
 	arrived map[string]*corev3.Node
@@ -95,7 +78,6 @@ func (e *sidecarEvents) add(n *corev3.Node) {
 		e.arrived = map[string]*corev3.Node{}
 	}
 	e.arrived[n.GetId()] = n
-	delete(e.gone, n.GetId())
 }
 
 func (e *sidecarEvents) remove(id string) {
@@ -193,17 +175,25 @@ func (s *Server) syncSidecars(ctx context.Context, st *loopState, cat *discovery
 func (s *Server) admitSidecars(st *loopState) map[string]bool {
 	arrived, gone := s.sidecarEvents.take()
 	for id := range gone {
-		if _, ok := st.sidecars[id]; ok {
+		if _, ok := st.sidecars[id]; !ok {
+			continue
+		}
+		// The node may have reconnected since: its new stream is served
+		// from the snapshot, and clearing that would drop the stream's
+		// watches, leaving it without updates. The tracker's lock keeps a
+		// stream from opening between the check and the clear; one opening
+		// after finds no snapshot and arrives anew.
+		s.tracker.whenIdle(id, func() {
 			delete(st.sidecars, id)
 			s.sidecars.ClearSnapshot(id)
-		}
+		})
 	}
 	fresh := map[string]bool{}
 	for id, n := range arrived {
-		if _, ok := st.sidecars[id]; ok {
-			continue
-		}
 		node, problems := build.ParseNode(id, n.GetCluster(), nodeMeta(n))
+		if sc, ok := st.sidecars[id]; ok && reflect.DeepEqual(sc.node, node) && slices.Equal(sc.problems, problems) {
+			continue // a reconnect with the same bootstrap keeps its snapshot
+		}
 		st.sidecars[id] = &sidecarState{node: node, problems: problems}
 		fresh[id] = true
 	}

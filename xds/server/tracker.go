@@ -61,8 +61,11 @@ type tracker struct {
 	m       *metrics
 	changes func(typeURL, version string) (time.Time, bool)
 
-	// gone is called when the last stream of a node closes.
-	gone func(nodeID string)
+	// arrived is called when a stream first names its node, before the
+	// cache sees its first request; gone when the last stream of a node
+	// closes. Both are called with mu held.
+	arrived func(node *corev3.Node)
+	gone    func(nodeID string)
 
 	mu      sync.Mutex
 	streams map[int64]*streamState
@@ -112,6 +115,17 @@ func (t *tracker) closed(id int64) {
 	}
 }
 
+// whenIdle runs f, with the tracker locked, if the node has no open stream.
+// A stream that names the node meanwhile waits for f, which must not call
+// back into the tracker.
+func (t *tracker) whenIdle(nodeID string, f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, open := t.perNode[nodeID]; !open {
+		f()
+	}
+}
+
 // lastSent is the version of typeURL last sent to the node.
 func (t *tracker) lastSent(nodeID, typeURL string) (string, bool) {
 	t.mu.Lock()
@@ -140,6 +154,9 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, nonce string, na
 			t.perNode[s.NodeID] = n
 		}
 		n.streams++
+		if t.arrived != nil {
+			t.arrived(node)
+		}
 	}
 	ts := s.Types[typeURL]
 	if names != nil {
