@@ -3,6 +3,8 @@ package api
 import (
 	"cmp"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -87,9 +89,14 @@ type edgeTotals struct {
 func (c *EdgeCollector) Collect(ch chan<- prometheus.Metric) {
 	var edges []edgeTotals
 	// Copy out first: the visit runs under the store's locks.
+	invalid := false
 	c.src.EachTotals(func(k topology.EdgeKey, t topology.Totals) {
+		invalid = invalid || !validKey(k)
 		edges = append(edges, edgeTotals{k, t})
 	})
+	if invalid {
+		edges = sanitize(edges)
+	}
 	unexported := 0
 	if len(edges) > c.max {
 		// The busiest edges; ties by key, so the same edges stay in from
@@ -119,6 +126,43 @@ func (c *EdgeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(c.latency, e.t.Requests, e.t.LatencySumMs/1000, buckets, lv...)
 	}
 	ch <- prometheus.MustNewConstMetric(c.unexported, prometheus.GaugeValue, float64(unexported))
+}
+
+// validKey reports whether an edge's labels are all UTF-8. The inputs
+// replace bytes that are not, but a label that is not would fail the whole
+// scrape (MustNewConstMetric panics, and /metrics answers 500).
+func validKey(k topology.EdgeKey) bool {
+	return utf8.ValidString(k.Source.Service) && utf8.ValidString(k.Source.Version) &&
+		utf8.ValidString(k.Target.Service) && utf8.ValidString(k.Target.Version) && utf8.ValidString(string(k.Protocol))
+}
+
+// sanitize replaces the bytes of labels that are not UTF-8 with U+FFFD,
+// and adds up the edges that then have the same labels: a series exported
+// twice would fail the scrape too.
+func sanitize(edges []edgeTotals) []edgeTotals {
+	text := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+	for i := range edges {
+		k := &edges[i].key
+		k.Source.Service, k.Source.Version = text(k.Source.Service), text(k.Source.Version)
+		k.Target.Service, k.Target.Version = text(k.Target.Service), text(k.Target.Version)
+		k.Protocol = topology.Protocol(text(string(k.Protocol)))
+	}
+	slices.SortFunc(edges, func(a, b edgeTotals) int { return compareEdgeKeys(a.key, b.key) })
+	out := edges[:0]
+	for _, e := range edges {
+		if n := len(out); n > 0 && out[n-1].key == e.key {
+			t := &out[n-1].t
+			t.Requests += e.t.Requests
+			t.Errors += e.t.Errors
+			t.LatencySumMs += e.t.LatencySumMs
+			for i, c := range e.t.LatencyBuckets {
+				t.LatencyBuckets[i] += c
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func compareEdgeKeys(a, b topology.EdgeKey) int {

@@ -2,14 +2,19 @@ package api
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/signalbox/signalbox/topology"
+	"github.com/signalbox/signalbox/topology/zipkin"
 )
 
 func TestEdgeMetricsExactValuesAndCumulativeBuckets(t *testing.T) {
@@ -105,5 +110,75 @@ signalbox_graph_edges_unexported 10
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "signalbox_graph_edges_unexported"); err != nil {
 		t.Error(err)
+	}
+}
+
+// scrape serves reg as /metrics does and returns the status and body.
+func scrape(t *testing.T, reg *prometheus.Registry) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Code, rec.Body.String()
+}
+
+// TestEdgeMetricsLabelsNotUTF8: an edge whose names are not UTF-8 (the
+// store takes what it is given) does not fail the scrape of every metric:
+// its bytes are replaced with U+FFFD, and edges that then have the same
+// labels are exported as one.
+func TestEdgeMetricsLabelsNotUTF8(t *testing.T) {
+	store := topology.New(topology.Options{})
+	for _, v := range []string{"v\xff1", "v\xfe1", "v1"} {
+		store.Record(topology.Observation{Time: graphTestNow, Source: topology.Node{Service: "web"}, Target: topology.Node{Service: "api", Version: v},
+			Protocol: topology.HTTP, Status: 503, GRPCStatus: -1, Latency: 2 * time.Millisecond})
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewEdgeCollector(store, 0))
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "signalbox_other_total", Help: "Another metric on the page."}))
+	if code, body := scrape(t, reg); code != http.StatusOK || !strings.Contains(body, "signalbox_other_total 0") {
+		t.Fatalf("/metrics answered %d:\n%.300s", code, body)
+	}
+	want := `
+# HELP signalbox_graph_errors_total Failed requests (5xx, connection failures, failing gRPC statuses) on an edge of the live graph.
+# TYPE signalbox_graph_errors_total counter
+signalbox_graph_errors_total{protocol="http",source="web",source_version="",target="api",target_version="v1"} 1
+signalbox_graph_errors_total{protocol="http",source="web",source_version="",target="api",target_version="v�1"} 2
+# HELP signalbox_graph_requests_total Requests on an edge of the live graph since it was first seen.
+# TYPE signalbox_graph_requests_total counter
+signalbox_graph_requests_total{protocol="http",source="web",source_version="",target="api",target_version="v1"} 1
+signalbox_graph_requests_total{protocol="http",source="web",source_version="",target="api",target_version="v�1"} 2
+`
+	// "v�1": each run of bytes that are not UTF-8 is one U+FFFD.
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "signalbox_graph_requests_total", "signalbox_graph_errors_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "signalbox_graph_request_duration_seconds"); err != nil || n != 2 {
+		t.Fatalf("%d histograms (%v), want 2", n, err)
+	}
+}
+
+// TestEdgeMetricsFromSpanNotUTF8: one span whose version tag is not UTF-8,
+// through the Zipkin collector and the store, leaves /metrics answering.
+func TestEdgeMetricsFromSpanNotUTF8(t *testing.T) {
+	store := topology.New(topology.Options{})
+	col := zipkin.NewCollector(store, func() time.Time { return graphTestNow }, zipkin.Options{})
+	body := "[{\"traceId\":\"0000000000000001\",\"id\":\"0000000000000002\",\"kind\":\"SERVER\",\"timestamp\":" +
+		strconv.FormatInt(graphTestNow.UnixMicro(), 10) + ",\"duration\":2000," +
+		"\"localEndpoint\":{\"serviceName\":\"api\"},\"remoteEndpoint\":{\"serviceName\":\"web\"}," +
+		"\"tags\":{\"service.version\":\"v\xff1\"}}]"
+	req := httptest.NewRequest(http.MethodPost, "/api/v2/spans", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	col.ServeHTTP(rec, req)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("POST /api/v2/spans answered %d: %s", rec.Code, rec.Body)
+	}
+	if n := col.Flush(graphTestNow.Add(time.Minute)); n != 1 || store.Edges() != 1 {
+		t.Fatalf("linked %d traces into %d edges, want 1 and 1", n, store.Edges())
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewEdgeCollector(store, 0))
+	code, page := scrape(t, reg)
+	if code != http.StatusOK || !strings.Contains(page, "target_version=\"v\uFFFD1\"") {
+		t.Fatalf("/metrics answered %d:\n%.500s", code, page)
 	}
 }

@@ -5,7 +5,9 @@
 // counts, see hist.go). Memory is bounded by edges × buckets, never by
 // requests: the number of edges has a hard cap, and what does not fit is
 // counted as dropped. Idle edges expire. The store takes the time from its
-// callers, so everything here is testable without a clock.
+// callers, so everything here is testable without a clock: its clock is the
+// latest now given to Advance or Expire, and an observation stamped more
+// than a bucket after it is counted at it (see Record).
 //
 // Graph queries do not sum every bucket of their window: each edge keeps
 // the sum of the window's closed buckets and slides it as buckets close
@@ -15,10 +17,18 @@ package topology
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// MaxSkew bounds how far a sender's timestamp may be from when signalbox
+// received it. Past it the sender's clock is not trusted and the arrival
+// time is used instead (the Zipkin collector and the ALS server both apply
+// it), so that a host with a wrong clock can neither poison future buckets
+// nor have all its calls fall out of the window.
+const MaxSkew = 5 * time.Minute
 
 // Node is one end of an edge: a service, and its version subset when known.
 type Node struct {
@@ -48,6 +58,10 @@ type Observation struct {
 	// ConnFailure: the request failed to reach the target (Envoy response
 	// flags UF, UH, URX, …).
 	ConnFailure bool
+	// Cancelled: the caller went away before the response (Envoy response
+	// flags DC, DR). Without a status it is the caller's doing: a 4xx, as
+	// nginx's 499, not a connection failure of the target.
+	Cancelled bool
 	// Failed marks the request failed whatever its status says (a Zipkin
 	// span's error tag).
 	Failed  bool
@@ -67,10 +81,16 @@ const (
 	numClasses
 )
 
-// ClassOf classifies an observation.
+// ClassOf classifies an observation. No response at all is a connection
+// failure, unless the caller cancelled (4xx).
 func ClassOf(o Observation) Class {
 	switch {
-	case o.ConnFailure || o.Status == 0 && o.GRPCStatus < 0:
+	case o.ConnFailure:
+		return ClassConnFailure
+	case o.Status == 0 && o.GRPCStatus < 0:
+		if o.Cancelled {
+			return Class4xx
+		}
 		return ClassConnFailure
 	case o.Status >= 500:
 		return Class5xx
@@ -155,16 +175,27 @@ type Store struct {
 	edges  rings
 	served rings
 
+	// clock is the bucket index of the latest now given to Advance or
+	// Expire (noClock before): an observation more than a bucket after it
+	// is counted at it, and ahead counts those.
+	clock atomic.Int64
+	ahead atomic.Uint64
+
 	// layouts are the shapes of the graph, by service and by version, as
 	// of the edges' generation (see layout.go).
 	layoutMu sync.Mutex
 	layouts  [2]*layout
 }
 
+// noClock is Store.clock before Advance or Expire gave it a time.
+const noClock = math.MinInt64
+
 // rings is a sharded, capped map of series.
 type rings struct {
 	shards []shard
-	n      atomic.Int64
+	// n counts the series, reserved before one is added (see reserve), so
+	// that it never passes max.
+	n atomic.Int64
 	// gen counts the series added and removed.
 	gen     atomic.Uint64
 	max     int
@@ -221,6 +252,7 @@ func New(o Options) *Store {
 	s := &Store{opts: o, lm: newLatencyMapping(o.RelativeAccuracy), seed: maphash.MakeSeed()}
 	s.edges.init(o.Shards, o.MaxEdges)
 	s.served.init(o.Shards, o.MaxEdges)
+	s.clock.Store(noClock)
 	return s
 }
 
@@ -229,6 +261,40 @@ func (r *rings) init(shards, max int) {
 	r.max = max
 	for i := range r.shards {
 		r.shards[i].series = map[EdgeKey]*series{}
+	}
+}
+
+// reserve takes a place for a new series under the cap; false when there
+// is none. The check and the count are one step: concurrent adds to
+// different shards cannot both take the last place.
+func (r *rings) reserve() bool {
+	for {
+		n := r.n.Load()
+		if n >= int64(r.max) {
+			return false
+		}
+		if r.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Ahead is how many observations were stamped more than a bucket after the
+// store's clock (a sender's clock running fast) and counted in its bucket
+// instead: one far ahead would take the ring slot of a bucket of real
+// traffic, and keep its edge from expiring.
+func (s *Store) Ahead() uint64 { return s.ahead.Load() }
+
+// setClock moves the store's clock on to now. It never goes back: the
+// Advance and Expire loops may call in either order, and a clock set back
+// would take real traffic for traffic ahead of it.
+func (s *Store) setClock(now time.Time) {
+	idx := s.bucketIndex(now)
+	for {
+		c := s.clock.Load()
+		if c >= idx || s.clock.CompareAndSwap(c, idx) {
+			return
+		}
 	}
 }
 
@@ -256,7 +322,9 @@ func (s *Store) shardOf(r *rings, k EdgeKey) *shard {
 }
 
 // Record adds one request to its edge. It reports false when the
-// observation was dropped because a new edge would pass the cap.
+// observation was dropped because a new edge would pass the cap. An
+// observation stamped more than a bucket after the store's clock is counted
+// in the clock's bucket (see Ahead); a negative latency counts as 0.
 func (s *Store) Record(o Observation) bool {
 	return s.record(&s.edges, EdgeKey{Source: o.Source, Target: o.Target, Protocol: o.Protocol}, o)
 }
@@ -270,22 +338,26 @@ func (s *Store) RecordServed(o Observation) bool {
 
 func (s *Store) record(r *rings, k EdgeKey, o Observation) bool {
 	idx := s.bucketIndex(o.Time)
+	if c := s.clock.Load(); c != noClock && idx > c+1 {
+		idx = c
+		s.ahead.Add(1)
+	}
 	sh := s.shardOf(r, k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	se, ok := sh.series[k]
 	if !ok {
-		if int(r.n.Load()) >= r.max {
+		if !r.reserve() {
 			r.dropped.Add(1)
 			return false
 		}
 		se = &series{buckets: make([]bucket, s.opts.Buckets)}
 		sh.series[k] = se
-		r.n.Add(1)
 		r.gen.Add(1)
 	}
 	failed := IsError(o)
-	ms := float64(o.Latency) / float64(time.Millisecond)
+	// A negative latency (a sender's bug) would take from the totals' sum.
+	ms := max(float64(o.Latency)/float64(time.Millisecond), 0)
 	se.totals.Requests++
 	if failed {
 		se.totals.Errors++
@@ -349,11 +421,15 @@ func (s *Store) EachTotals(visit func(EdgeKey, Totals)) {
 // Advance slides every series' window sums on to the windows that end at
 // now's bucket. Called just after a bucket closes, it takes the sliding off
 // the next queries, which would otherwise each pay for every edge's slide
-// (the slowest graph query of every ten at 1s polling). The results are
-// the same either way; a query that comes first does the sliding itself.
+// (the slowest graph query of every ten at 1s polling). The sums are the
+// same either way; a query that comes first does the sliding itself.
 // Locks are taken for lockedEdges series at a time.
+//
+// now also moves the store's clock on (see Record): buckets more than one
+// after it are emptied.
 func (s *Store) Advance(now time.Time) {
-	last := s.bucketIndex(now)
+	s.setClock(now)
+	last, limit := s.bucketIndex(now), s.clock.Load()+1
 	var batch []*series
 	for _, r := range []*rings{&s.edges, &s.served} {
 		for i := range r.shards {
@@ -370,6 +446,7 @@ func (s *Store) Advance(now time.Time) {
 				sh.mu.Lock()
 				for _, se := range part {
 					if !se.dead {
+						se.dropAhead(limit)
 						se.advance(last)
 					}
 				}
@@ -385,8 +462,10 @@ func (s *Store) NextBucket(now time.Time) time.Time {
 }
 
 // Expire removes edges (and served-view series) with no observation in the
-// last ttl.
+// last ttl. now also moves the store's clock on, as in Advance.
 func (s *Store) Expire(now time.Time, ttl time.Duration) int {
+	s.setClock(now)
+	limit := s.clock.Load() + 1
 	cutoff := s.bucketIndex(now.Add(-ttl))
 	removed := 0
 	for _, r := range []*rings{&s.edges, &s.served} {
@@ -395,6 +474,7 @@ func (s *Store) Expire(now time.Time, ttl time.Duration) int {
 			sh := &r.shards[i]
 			sh.mu.Lock()
 			for k, se := range sh.series {
+				se.dropAhead(limit)
 				if se.lastSeen < cutoff {
 					delete(sh.series, k)
 					se.dead = true
@@ -410,4 +490,30 @@ func (s *Store) Expire(now time.Time, ttl time.Duration) int {
 		removed += n
 	}
 	return removed
+}
+
+// dropAhead empties the buckets after limit, one bucket after the store's
+// clock: a sender whose clock ran fast filled them before the store had a
+// clock. Left, such a bucket would hold its ring slot against the real
+// traffic of its turn, and its lastSeen would keep the series from
+// expiring. The shard's lock is held.
+func (se *series) dropAhead(limit int64) {
+	if se.lastSeen <= limit {
+		return
+	}
+	se.lastSeen = math.MinInt64
+	for i := range se.buckets {
+		b := &se.buckets[i]
+		if !b.used {
+			continue
+		}
+		if b.index <= limit {
+			se.lastSeen = max(se.lastSeen, b.index)
+			continue
+		}
+		if se.nwins > 0 {
+			se.evicted(b)
+		}
+		b.used = false
+	}
 }

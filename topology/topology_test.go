@@ -43,6 +43,11 @@ func TestClassesAndErrors(t *testing.T) {
 		{Observation{Status: 200, GRPCStatus: 5}, Class2xx, false}, // NOT_FOUND: the caller's problem
 		{Observation{Status: 200, GRPCStatus: 4}, Class2xx, true},  // DEADLINE_EXCEEDED
 		{Observation{Status: 0, GRPCStatus: 13}, Class2xx, true},   // INTERNAL, no HTTP status seen
+		// The caller went away before the response (Envoy's DC, DR): its
+		// doing, not the callee's error; an upstream failure still is one.
+		{Observation{Status: 0, GRPCStatus: -1, Cancelled: true}, Class4xx, false},
+		{Observation{Status: 0, GRPCStatus: -1, Cancelled: true, ConnFailure: true}, ClassConnFailure, true},
+		{Observation{Status: 503, GRPCStatus: -1, Cancelled: true}, Class5xx, true},
 	}
 	for i, c := range cases {
 		if got := ClassOf(c.o); got != c.class {
@@ -200,5 +205,111 @@ func TestConcurrentRecordAndGraph(t *testing.T) {
 	}
 	if total != 8000 {
 		t.Fatalf("%d requests counted, want 8000", total)
+	}
+}
+
+// TestFutureObservationKeepsTheWindow: a request stamped far ahead of the
+// store's clock (a sender whose clock runs fast) neither takes the ring slot
+// of a bucket of real traffic nor keeps its edge from expiring, whether it
+// comes after the clock is set or before.
+func TestFutureObservationKeepsTheWindow(t *testing.T) {
+	const ttl = 16 * time.Minute
+	// One request every 10 s for 15 minutes, the clock advancing with them
+	// as the serve loop advances it.
+	fill := func(s *Store) time.Time {
+		var at time.Time
+		for i := range 90 {
+			at = t0.Add(time.Duration(i) * 10 * time.Second)
+			s.Advance(at)
+			s.Record(obs(time.Duration(i)*10*time.Second, "web", "", "api", "", 200, time.Millisecond))
+		}
+		return at
+	}
+	requests := func(s *Store, now time.Time) uint64 {
+		g, err := s.Graph(now, 15*time.Minute, ByService)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return edge(t, g, "web", "api").Requests
+	}
+
+	t.Run("after the clock is set", func(t *testing.T) {
+		s := New(Options{})
+		now := fill(s)
+		for _, ahead := range []time.Duration{10 * time.Minute, 24 * time.Hour} {
+			s.Record(Observation{Time: now.Add(ahead), Source: Node{Service: "web"}, Target: Node{Service: "api"}, Protocol: HTTP, Status: 200, GRPCStatus: -1})
+		}
+		// The two are counted at the clock, and no bucket is lost.
+		if n := requests(s, now); n != 92 || s.Ahead() != 2 {
+			t.Fatalf("%d requests in the window, %d ahead; want 92 and 2", n, s.Ahead())
+		}
+		if n := s.Expire(now.Add(ttl+10*time.Second), ttl); n != 1 {
+			t.Fatalf("expired %d edges after %v idle, want 1", n, ttl)
+		}
+	})
+	t.Run("before the clock is set", func(t *testing.T) {
+		s := New(Options{})
+		s.Record(Observation{Time: t0.Add(24 * time.Hour), Source: Node{Service: "web"}, Target: Node{Service: "api"}, Protocol: HTTP, Status: 200, GRPCStatus: -1})
+		now := fill(s)
+		if n := requests(s, now); n != 90 {
+			t.Fatalf("%d requests in the window, want the 90 real ones", n)
+		}
+		if n := s.Expire(now.Add(ttl+10*time.Second), ttl); n != 1 {
+			t.Fatalf("expired %d edges after %v idle, want 1", n, ttl)
+		}
+	})
+}
+
+// TestEdgeCapIsExact: writers racing for the last places under the cap on
+// different shards never take more than the cap, and every observation is
+// either recorded or counted as dropped.
+func TestEdgeCapIsExact(t *testing.T) {
+	const (
+		maxEdges = 10
+		writers  = 64
+		each     = 26
+	)
+	for trial := range 100 {
+		s := New(Options{MaxEdges: maxEdges, Shards: writers})
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var recorded [writers]int
+		for w := range writers {
+			wg.Go(func() {
+				<-start
+				for i := range each {
+					if s.Record(obs(0, "web", "", fmt.Sprintf("svc-%d-%d", w, i), "", 200, time.Millisecond)) {
+						recorded[w]++
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		total := 0
+		for _, n := range recorded {
+			total += n
+		}
+		if s.Edges() != maxEdges || total != maxEdges || s.Dropped() != writers*each-maxEdges {
+			t.Fatalf("trial %d: %d edges, %d recorded, %d dropped; want %d, %d, %d",
+				trial, s.Edges(), total, s.Dropped(), maxEdges, maxEdges, writers*each-maxEdges)
+		}
+	}
+}
+
+// TestNegativeLatencyCountsAsZero: a negative latency (a sender's bug)
+// neither takes from the totals' sum nor reaches the sketch as a value.
+func TestNegativeLatencyCountsAsZero(t *testing.T) {
+	s := New(Options{})
+	s.Record(obs(0, "web", "", "api", "", 200, -5*time.Second))
+	s.Record(obs(0, "web", "", "api", "", 200, 2*time.Millisecond))
+	var got Totals
+	s.EachTotals(func(_ EdgeKey, tt Totals) { got = tt })
+	if got.Requests != 2 || got.LatencySumMs != 2 || got.LatencyBuckets[0] != 1 || got.LatencyBuckets[1] != 1 {
+		t.Fatalf("totals %+v: want a sum of 2 ms, one request in each of the first two buckets", got)
+	}
+	g, _ := s.Graph(t0, time.Minute, ByService)
+	if e := edge(t, g, "web", "api"); e.P50Ms != 0 {
+		t.Fatalf("p50 %v ms, want 0 (half the latencies count as zero)", e.P50Ms)
 	}
 }

@@ -13,21 +13,26 @@ import (
 	"github.com/DataDog/sketches-go/ddsketch"
 )
 
-// op is one step of a store's history: an observation, or an expiry.
+// op is one step of a store's history: an observation, an expiry, or an
+// Advance (which sets the store's clock too).
 type op struct {
-	o      Observation
-	expire time.Duration // > 0: Expire(o.Time, expire)
+	o       Observation
+	expire  time.Duration // > 0: Expire(o.Time, expire)
+	advance bool          // Advance(o.Time)
 }
 
 // fresh replays a history into a new store, which has no window sums yet:
 // its first query of a window sums the buckets afresh, as the store did
-// before it kept sums.
+// before it kept sums (its Advances only set its clock).
 func fresh(opts Options, history []op) *Store {
 	s := New(opts)
 	for _, h := range history {
-		if h.expire > 0 {
+		switch {
+		case h.expire > 0:
 			s.Expire(h.o.Time, h.expire)
-		} else {
+		case h.advance:
+			s.Advance(h.o.Time)
+		default:
 			s.Record(h.o)
 		}
 	}
@@ -105,7 +110,9 @@ func TestWindowSumsMatchFreshSums(t *testing.T) {
 			// The serve loop's Advance after a bucket closes, usually at the
 			// clock, sometimes ahead of or behind the queries'.
 			if r.IntN(2) == 0 {
-				s.Advance(now.Add(time.Duration(r.IntN(41)-20) * time.Second * time.Duration(r.IntN(2))))
+				at := now.Add(time.Duration(r.IntN(41)-20) * time.Second * time.Duration(r.IntN(2)))
+				history = append(history, op{o: Observation{Time: at}, advance: true})
+				s.Advance(at)
 			}
 		default:
 			ttl := time.Duration(30+r.IntN(120)) * time.Second

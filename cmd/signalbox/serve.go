@@ -555,6 +555,7 @@ func registerTopologyMetrics(reg prometheus.Registerer, store *topology.Store, a
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signalbox_topology_edges", Help: "Edges held by the live graph."},
 			func() float64 { return float64(store.Edges()) }),
 		counter("signalbox_topology_dropped_total", "Observations dropped because the edge cap was reached.", func() float64 { return float64(store.Dropped()) }),
+		counter("signalbox_topology_ahead_total", "Observations stamped more than a bucket after signalbox's clock (a sender's clock running fast), counted in the current bucket.", func() float64 { return float64(store.Ahead()) }),
 		counter("signalbox_als_entries_total", "Access log entries received from sidecars.", load(&a.Entries)),
 		counter("signalbox_als_recorded_total", "Access log entries recorded as graph edges.", load(&a.Recorded)),
 		counter("signalbox_als_served_total", "Access log entries recorded in the served view (what a service saw arriving).", load(&a.Served)),

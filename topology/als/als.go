@@ -16,6 +16,11 @@
 //     outbound side already — so each request is one edge. The source of such
 //     a call is the "unknown" service.
 //
+// An entry is recorded at its start time, or at its message's arrival when
+// it has none or the sidecar's clock is off by more than topology.MaxSkew
+// (see Server). A request the caller cancelled before any response (response
+// flag DC or DR) is the caller's doing: a 4xx, not an error of the callee.
+//
 // TCP entries (tcp_grpc access logs) are attributed the same way, with
 // protocol tcp, the connection's duration as latency and the bytes both ways.
 // An inbound TCP entry counts only in the served view, never as an edge: a
@@ -191,6 +196,8 @@ type facts struct {
 	noHealthy, connFail bool
 	connTerm, remReset  bool
 	overflow            bool
+	// downTerm and downReset: the caller went away (flags DC, DR).
+	downTerm, downReset bool
 	status              uint32
 	// grpcTrailer and grpcHeader are the grpc-status values, -1 when absent
 	// or not a status.
@@ -216,6 +223,7 @@ func (f *facts) fromCommon(c *accesslogdatav3.AccessLogCommon) {
 	fl := c.GetResponseFlags()
 	f.noHealthy, f.connFail, f.connTerm = fl.GetNoHealthyUpstream(), fl.GetUpstreamConnectionFailure(), fl.GetUpstreamConnectionTermination()
 	f.remReset, f.overflow = fl.GetUpstreamRemoteReset(), fl.GetUpstreamOverflow()
+	f.downTerm, f.downReset = fl.GetDownstreamConnectionTermination(), fl.GetDownstreamRemoteReset()
 }
 
 func (f *facts) fromHTTP(e *accesslogdatav3.HTTPAccessLogEntry) {
@@ -278,8 +286,9 @@ func attribute(id Identity, f *facts) Attribution {
 		GRPCStatus:  -1,
 		Protocol:    topology.HTTP,
 		Bytes:       f.bytesIn + f.bytesOut,
-		Latency:     duration(f.ttlbSec, f.ttlbNanos),
+		Latency:     max(duration(f.ttlbSec, f.ttlbNanos), 0), // negative: a sender's bug
 		ConnFailure: f.noHealthy || f.connFail || f.connTerm || f.remReset || f.overflow,
+		Cancelled:   f.downTerm || f.downReset,
 	}
 	if f.startSet {
 		o.Time = time.Unix(f.startSec, int64(f.startNanos)).UTC()
@@ -287,7 +296,7 @@ func attribute(id Identity, f *facts) Attribution {
 	if f.tcp {
 		o.Protocol = topology.TCP
 		if f.durSet {
-			o.Latency = duration(f.durSec, f.durNanos)
+			o.Latency = max(duration(f.durSec, f.durNanos), 0)
 		}
 		// A connection has no status, and topology classifies "no HTTP
 		// status, no gRPC status" as a connection failure. gRPC's OK is the
@@ -337,3 +346,21 @@ type Recorder interface {
 }
 
 var _ Recorder = (*topology.Store)(nil)
+
+// stamp is when an attributed entry's request is recorded: its start time,
+// or arrived (its message's) when it has none or the sidecar's clock is off
+// by more than topology.MaxSkew, as the Zipkin collector does with spans. A
+// sidecar sends an entry when its request ends, so the end is what is
+// compared: a long TCP connection starts long before its entry arrives.
+func stamp(o topology.Observation, arrived time.Time) time.Time {
+	if o.Time.IsZero() {
+		return arrived
+	}
+	// In whole seconds: close enough for a bound of minutes, and cheaper
+	// than time.Time's arithmetic, which every entry pays.
+	const maxSkew = int64(topology.MaxSkew / time.Second)
+	if d := o.Time.Unix() + int64(o.Latency/time.Second) - arrived.Unix(); d > maxSkew || d < -maxSkew {
+		return arrived
+	}
+	return o.Time
+}

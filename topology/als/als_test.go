@@ -25,15 +25,20 @@ type entry struct {
 	fromPeer bool
 	latency  time.Duration
 	host     string // the request's authority
+	// downTerm and downReset: the caller went away (flags DC, DR).
+	downTerm, downReset bool
+	// startAt is the start time's offset from start.
+	startAt time.Duration
 }
 
 func (e entry) proto() *accesslogdatav3.HTTPAccessLogEntry {
 	out := &accesslogdatav3.HTTPAccessLogEntry{
 		CommonProperties: &accesslogdatav3.AccessLogCommon{
-			StartTime:                  timestamppb.New(start),
+			StartTime:                  timestamppb.New(start.Add(e.startAt)),
 			UpstreamCluster:            e.cluster,
 			TimeToLastDownstreamTxByte: durationpb.New(e.latency),
-			ResponseFlags:              &accesslogdatav3.ResponseFlags{UpstreamConnectionFailure: e.connFail},
+			ResponseFlags: &accesslogdatav3.ResponseFlags{UpstreamConnectionFailure: e.connFail,
+				DownstreamConnectionTermination: e.downTerm, DownstreamRemoteReset: e.downReset},
 		},
 		Request:  &accesslogdatav3.HTTPRequestProperties{Authority: e.host, RequestHeaders: map[string]string{}},
 		Response: &accesslogdatav3.HTTPResponseProperties{ResponseTrailers: map[string]string{}},
@@ -58,19 +63,20 @@ type tcpEntry struct {
 	in, out   uint64
 	connFail  bool
 	noHealthy bool
+	startAt   time.Duration // the start time's offset from start
 }
 
 func (e tcpEntry) proto() *accesslogdatav3.TCPAccessLogEntry {
 	out := &accesslogdatav3.TCPAccessLogEntry{
 		CommonProperties: &accesslogdatav3.AccessLogCommon{
-			StartTime:                  timestamppb.New(start),
+			StartTime:                  timestamppb.New(start.Add(e.startAt)),
 			UpstreamCluster:            e.cluster,
 			TimeToLastDownstreamTxByte: durationpb.New(e.ttlb),
 			ResponseFlags:              &accesslogdatav3.ResponseFlags{UpstreamConnectionFailure: e.connFail, NoHealthyUpstream: e.noHealthy},
 		},
 		ConnectionProperties: &accesslogdatav3.ConnectionProperties{ReceivedBytes: e.in, SentBytes: e.out},
 	}
-	if e.duration > 0 {
+	if e.duration != 0 {
 		out.CommonProperties.Duration = durationpb.New(e.duration)
 	}
 	return out
@@ -105,6 +111,12 @@ func TestAttribute(t *testing.T) {
 		{"gRPC UNAVAILABLE in trailers", webOut, entry{cluster: "outbound|api|v2", status: 200, grpc: "14"}, "", false, web, api, topology.GRPC, topology.Class2xx, true},
 		{"grpc-status that is not a status", webOut, entry{cluster: "outbound|api|v2", status: 200, grpc: "17"}, "", false, web, api, topology.HTTP, topology.Class2xx, false},
 		{"connection failure", webOut, entry{cluster: "outbound|api|v2", connFail: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
+		// The caller went away before any response: its doing, not api's.
+		{"cancelled by the caller (DC)", webOut, entry{cluster: "outbound|api|v2", downTerm: true}, "", false, web, api, topology.HTTP, topology.Class4xx, false},
+		{"stream reset by the caller (DR)", webOut, entry{cluster: "outbound|api|v2", downReset: true}, "", false, web, api, topology.HTTP, topology.Class4xx, false},
+		{"cancelled after the upstream failed", webOut, entry{cluster: "outbound|api|v2", downTerm: true, connFail: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
+		{"cancelled after a 503", webOut, entry{cluster: "outbound|api|v2", status: 503, downTerm: true}, "", false, web, api, topology.HTTP, topology.Class5xx, true},
+		{"inbound cancelled by a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", downReset: true}, "", true, unknown, api, topology.HTTP, topology.Class4xx, false},
 		{"telemetry sink", webOut, entry{cluster: "signalbox-zipkin", status: 202}, SkipOtherCluster, false, topology.Node{}, topology.Node{}, "", 0, false},
 		{"inbound from a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", status: 200}, "", true, unknown, api, topology.HTTP, topology.Class2xx, false},
 		{"inbound already counted by the caller: served only", apiIn, entry{cluster: "inbound|api|9000", status: 500, fromPeer: true}, SkipCountedByPeer, true, unknown, api, topology.HTTP, topology.Class5xx, true},
@@ -189,6 +201,21 @@ func TestAttributeTCP(t *testing.T) {
 	}
 	if a := AttributeTCP(webOut, &accesslogdatav3.TCPAccessLogEntry{}); a.Skip != SkipIncomplete {
 		t.Fatalf("a TCP entry without common properties: %+v", a)
+	}
+}
+
+// TestNegativeDurationCountsAsZero: a negative time to last byte or
+// connection duration (a sender's bug) is a latency of 0, as a negative
+// Zipkin duration is.
+func TestNegativeDurationCountsAsZero(t *testing.T) {
+	if a := Attribute(webOut, entry{cluster: "outbound|api|v2", status: 200, latency: -3 * time.Second}.proto()); a.Obs.Latency != 0 {
+		t.Errorf("HTTP: latency %v, want 0", a.Obs.Latency)
+	}
+	if a := AttributeTCP(webOut, tcpEntry{cluster: "outbound|db", duration: -time.Second}.proto()); a.Obs.Latency != 0 {
+		t.Errorf("TCP duration: latency %v, want 0", a.Obs.Latency)
+	}
+	if a := AttributeTCP(webOut, tcpEntry{cluster: "outbound|db", ttlb: -time.Second}.proto()); a.Obs.Latency != 0 {
+		t.Errorf("TCP time to last byte: latency %v, want 0", a.Obs.Latency)
 	}
 }
 

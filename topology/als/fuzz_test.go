@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
@@ -24,9 +25,15 @@ func checkWire(t *testing.T, data []byte) []Attribution {
 	var d decoder
 	var msg alsv3.StreamAccessLogsMessage
 	if proto.Unmarshal(data, &msg) != nil {
-		// Refused by protobuf: the decoder may accept it, but must not panic.
+		// Refused by protobuf: the decoder may accept it (it skips what it
+		// does not read), but must not panic, and what it reads is text.
 		if m.split(data) == nil {
-			_, _ = d.entries(&m, nil)
+			fs, err := d.entries(&m, nil)
+			if err == nil {
+				for i := range fs {
+					checkText(t, attribute(webOut, &fs[i]))
+				}
+			}
 		}
 		return nil
 	}
@@ -73,11 +80,22 @@ func checkWire(t *testing.T, data []byte) []Attribution {
 	return out
 }
 
-// checkEnds: what is recorded has both ends.
+// checkEnds: what is recorded has both ends, named in text.
 func checkEnds(t *testing.T, as []Attribution) {
 	for _, a := range as {
 		if (a.Skip == "" || a.Served) && (a.Obs.Target.Service == "" || a.Obs.Source.Service == "") {
 			t.Fatalf("attributed with an empty end: %+v", a)
+		}
+		checkText(t, a)
+	}
+}
+
+// checkText: names and versions become graph nodes and Prometheus labels,
+// which must be UTF-8.
+func checkText(t *testing.T, a Attribution) {
+	for _, n := range []topology.Node{a.Obs.Source, a.Obs.Target} {
+		if !utf8.ValidString(n.Service) || !utf8.ValidString(n.Version) {
+			t.Fatalf("attributed a name that is not UTF-8: %+v", a)
 		}
 	}
 }
@@ -87,6 +105,8 @@ func FuzzAttribute(f *testing.F) {
 		httpMessage(identifier("web", "v1", LogOutbound), []entry{{cluster: "outbound|api|v2", status: 200, grpc: "14"}}),
 		httpMessage(identifier("api", "v2", LogInbound), []entry{{cluster: "inbound|api|9000", status: 503, fromPeer: true, latency: time.Second}, {connFail: true}}),
 		httpMessage(identifier("api", "v2", LogInbound), []entry{{cluster: "inbound|api|9000", status: 200, host: "api-shadow:9000"}, {cluster: "inbound|api|9000", status: 200, host: "api:9000"}}),
+		// Cancelled by the caller (flags DC, DR).
+		httpMessage(identifier("web", "v1", LogOutbound), []entry{{cluster: "outbound|api|v2", downTerm: true}, {cluster: "outbound|api", downReset: true, latency: -time.Second}}),
 	} {
 		seed, err := proto.Marshal(m)
 		if err != nil {
@@ -95,6 +115,9 @@ func FuzzAttribute(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Add([]byte{})
+	// An upstream cluster that is not UTF-8 (protobuf refuses the message).
+	common := protowire.AppendString(protowire.AppendTag(nil, fCommonCluster, protowire.BytesType), "outbound|api|v\xff2")
+	f.Add(field(fMsgHTTPLogs, field(fEntriesEntry, field(fHTTPCommon, common))))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkEnds(t, checkWire(t, data))
 	})

@@ -99,7 +99,9 @@ func WithNodeCheck(check func(context.Context, *corev3.Node) error) Option {
 	return func(s *Server) { s.checkNode = check }
 }
 
-// NewServer records into rec. now stamps entries without a start time.
+// NewServer records into rec. now is when a message arrived: it stamps its
+// entries without a start time, or with one off by more than
+// topology.MaxSkew (see stamp).
 func NewServer(rec Recorder, now func() time.Time, opts ...Option) *Server {
 	s := &Server{rec: rec, now: now, log: slog.New(slog.DiscardHandler)}
 	s.scratch.New = func() any {
@@ -252,17 +254,14 @@ func (s *Server) message(st *streamState, b []byte, n int) *refusal {
 	}
 
 	var (
-		now              time.Time
+		now              = s.now() // the message's arrival
 		recorded, served uint64
 		skipped          [numSkips]uint64
 	)
 	for i := range fs {
 		a := attribute(st.id, &fs[i])
-		if (a.Skip == "" || a.Served) && a.Obs.Time.IsZero() {
-			if now.IsZero() {
-				now = s.now()
-			}
-			a.Obs.Time = now
+		if a.Skip == "" || a.Served {
+			a.Obs.Time = stamp(a.Obs, now)
 		}
 		if a.Skip == "" {
 			if s.rec.Record(a.Obs) {

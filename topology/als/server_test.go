@@ -203,6 +203,54 @@ func TestTCPIntoTheGraph(t *testing.T) {
 	}
 }
 
+// TestSkewedClockStampedOnArrival: an entry from a sidecar whose clock is
+// off by more than topology.MaxSkew is recorded when its message arrived (as
+// the Zipkin collector does with spans), not in a bucket far ahead or behind;
+// within it, and for a long connection whose end is now, the start time
+// stands.
+func TestSkewedClockStampedOnArrival(t *testing.T) {
+	for _, r := range registrations {
+		t.Run(r.name, func(t *testing.T) {
+			store := topology.New(topology.Options{})
+			_, cc := serve(t, store, r.opts, r.register) // messages arrive at start
+			ms := 20 * time.Millisecond
+			err := send(t, cc, httpMessage(identifier("web", "v1", LogOutbound), []entry{
+				{cluster: "outbound|api|v1", status: 200, latency: ms, startAt: 24 * time.Hour},
+				{cluster: "outbound|api|v1", status: 200, latency: ms, startAt: -10 * time.Minute},
+				{cluster: "outbound|api|v2", status: 200, latency: ms, startAt: 4 * time.Minute},
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = send(t, cc, tcpMessage(identifier("web", "v1", LogOutbound),
+				tcpEntry{cluster: "outbound|db", duration: 10 * time.Minute, startAt: -10 * time.Minute}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := func(now time.Time) map[string]uint64 {
+				g, err := store.Graph(now, time.Minute, topology.ByVersion)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string]uint64{}
+				for _, e := range g.Edges {
+					got[e.Source+" → "+e.Target] = e.Requests
+				}
+				return got
+			}
+			if got := at(start); got["web@v1 → api@v1"] != 2 || len(got) != 1 {
+				t.Errorf("the minute of arrival: %v; want the 2 skewed requests to api@v1 only", got)
+			}
+			if got := at(start.Add(4 * time.Minute)); got["web@v1 → api@v2"] != 1 || len(got) != 1 {
+				t.Errorf("4 minutes ahead: %v; want the request within the skew", got)
+			}
+			if got := at(start.Add(-10 * time.Minute)); got["web@v1 → db"] != 1 || len(got) != 1 {
+				t.Errorf("10 minutes before: %v; want the connection that started then", got)
+			}
+		})
+	}
+}
+
 // TestRefusals: each limit ends the stream with a status that says what to
 // fix, counts the reason, and records nothing of the refused message.
 func TestRefusals(t *testing.T) {

@@ -47,6 +47,8 @@ const (
 	fFlagsConnFailure = 6
 	fFlagsConnTerm    = 7
 	fFlagsOverflow    = 8
+	fFlagsDownTerm    = 15 // downstream_connection_termination (DC)
+	fFlagsDownReset   = 28 // downstream_remote_reset (DR)
 
 	fReqAuthority = 3
 	fReqBodyBytes = 12
@@ -402,6 +404,10 @@ func flags(b []byte, e *facts) error {
 			e.connTerm = s.v != 0
 		case fFlagsOverflow:
 			e.overflow = s.v != 0
+		case fFlagsDownTerm:
+			e.downTerm = s.v != 0
+		case fFlagsDownReset:
+			e.downReset = s.v != 0
 		}
 	}
 	return s.end()

@@ -407,3 +407,42 @@ func TestCollectorALS(t *testing.T) {
 		})
 	}
 }
+
+// TestCollectorLateJoinedServer: api's app joins the id its sidecar's
+// server span shares (two server spans of api, one request). Whichever
+// arrives late, the request counts once: the span counted first stays the
+// one that counts, even when the late one is the sidecar's.
+func TestCollectorLateJoinedServer(t *testing.T) {
+	// 0 web's app client, 1 web's sidecar egress, 2 api's sidecar ingress,
+	// 3 api's app server sharing 1's id.
+	spans := envoyCall{callerSidecar: true, callerALS: ALSOff, calleeSidecar: true, calleeApp: true, calleeJoins: true, calleeALS: ALSOff}.spans()
+	for _, tc := range []struct {
+		name          string
+		first, second []int
+	}{
+		{"the app's server span late", []int{0, 1, 2}, []int{3}},
+		{"the sidecar's server span late", []int{0, 1, 3}, []int{2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := topology.New(topology.Options{})
+			c := NewCollector(store, nil, Options{})
+			for i, part := range [][]int{tc.first, tc.second} {
+				var batch []Span
+				for _, j := range part {
+					batch = append(batch, spans[j])
+				}
+				at := t0.Add(time.Duration(i) * 10 * time.Second)
+				c.Add(at, batch)
+				if c.Flush(at.Add(5*time.Second)) != 1 {
+					t.Fatalf("part %d did not link", i)
+				}
+			}
+			if diff := cmp.Diff(map[string]edge{"web->api": {1, 0}}, graphOf(t, store, t0.Add(30*time.Second))); diff != "" {
+				t.Errorf("graph (-want +got):\n%s", diff)
+			}
+			if c.Calls.Load() != 1 || c.Served.Load() != 1 || c.LateSpans.Load() != 1 {
+				t.Errorf("calls %d, served %d, late %d: want 1, 1, 1", c.Calls.Load(), c.Served.Load(), c.LateSpans.Load())
+			}
+		})
+	}
+}

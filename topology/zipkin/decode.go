@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
 	"google.golang.org/protobuf/proto"
@@ -405,20 +406,24 @@ func skipSpace(b []byte, i int) int {
 }
 
 // jsonString reads the JSON string at b[i], unescaped, and the index past
-// it.
+// it. A string with escapes or bytes that are not UTF-8 is read by
+// encoding/json, which replaces such bytes with U+FFFD as it does in the
+// span's other strings: a tag value may become a version, and a label.
 func jsonString(b []byte, i int) ([]byte, int, error) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, 0, errors.New("a tag is not a string")
 	}
-	escaped := false
+	escaped, ascii := false, true
 	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
+		switch c := b[j]; {
+		case c == '\\':
 			escaped = true
 			j++
-		case '"':
-			if !escaped {
-				return b[i+1 : j], j + 1, nil
+		case c >= utf8.RuneSelf:
+			ascii = false
+		case c == '"':
+			if raw := b[i+1 : j]; !escaped && (ascii || utf8.Valid(raw)) {
+				return raw, j + 1, nil
 			}
 			var s string
 			if err := json.Unmarshal(b[i:j+1], &s); err != nil {

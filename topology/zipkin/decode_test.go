@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/openzipkin/zipkin-go/model"
 	"github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -72,6 +73,20 @@ func TestDecodeJSON(t *testing.T) {
 			"traceId": "a", "id": "b", "kind": "SERVER",
 			"tags": {"error": null, "ver\u0073ion": "v\"1", "http.status_code" : 204 , "other": "{\"error\": 1}"}
 		}]`, []Span{{TraceID: TraceID{Low: 0xa}, ID: 0xb, Kind: KindServer, Version: `v"1`, HTTPStatus: 204, GRPCStatus: -1}}},
+		// Names and versions become graph nodes and Prometheus labels: bytes
+		// that are not UTF-8 are replaced, each by U+FFFD, as encoding/json
+		// does, in tags with and without escapes alike.
+		{"bytes that are not UTF-8",
+			"[{\"traceId\": \"a\", \"id\": \"b\", \"kind\": \"CLIENT\", \"localEndpoint\": {\"serviceName\": \"W\xffeb\"}," +
+				"\"tags\": {\"service.version\": \"v\xff\xfe1\", \"upstream_cluster\": \"outbound|api|v\xff2\"}}," +
+				"{\"traceId\": \"a\", \"id\": \"c\", \"kind\": \"CLIENT\", \"localEndpoint\": {\"serviceName\": \"web\"}," +
+				"\"tags\": {\"ver\\u0073ion\": \"v\xff\xfe1\"}}]",
+			[]Span{{
+				TraceID: TraceID{Low: 0xa}, ID: 0xb, Kind: KindClient, Local: Endpoint{Service: "w\uFFFDeb"},
+				RemoteService: "api", RemoteVersion: "v\uFFFD2", Version: "v\uFFFD\uFFFD1", GRPCStatus: -1,
+			}, {
+				TraceID: TraceID{Low: 0xa}, ID: 0xc, Kind: KindClient, Local: Endpoint{Service: "web"}, Version: "v\uFFFD\uFFFD1", GRPCStatus: -1,
+			}}},
 		{"an empty array", `[]`, nil},
 	}
 	for _, c := range cases {
@@ -201,6 +216,15 @@ func TestDecodeProtoErrors(t *testing.T) {
 		f(s)
 		return protoBody(t, s)
 	}
+	// A span with a tag version: "v\xff", which protobuf will not encode.
+	span, err := proto.Marshal(&zipkin_proto3.Span{TraceId: id8(1), Id: id8(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "version")
+	tag = protowire.AppendString(protowire.AppendTag(tag, 2, protowire.BytesType), "v\xff")
+	span = protowire.AppendBytes(protowire.AppendTag(span, 11, protowire.BytesType), tag)
+	notUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), span)
 	cases := []struct {
 		name   string
 		body   []byte
@@ -208,6 +232,9 @@ func TestDecodeProtoErrors(t *testing.T) {
 		reason string
 	}{
 		{"empty", nil, "the body is empty", RejectMalformed},
+		// Protobuf refuses a proto3 string that is not UTF-8: such a name or
+		// version never reaches the graph.
+		{"a tag that is not UTF-8", notUTF8, "invalid UTF-8", RejectMalformed},
 		{"not proto", []byte("[{\"traceId\":\"1\"}]"), "not a zipkin.proto3 ListOfSpans", RejectMalformed},
 		{"trace id of 5 bytes", ok(func(s *zipkin_proto3.Span) { s.TraceId = []byte{1, 2, 3, 4, 5} }), "span 0: trace_id is 5 bytes", RejectMalformed},
 		{"trace id zeros", ok(func(s *zipkin_proto3.Span) { s.TraceId = make([]byte, 16) }), "trace_id is all zeros", RejectMalformed},
@@ -281,5 +308,16 @@ func TestDecodeALSTag(t *testing.T) {
 				t.Errorf("JSON and proto differ (-JSON +proto):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestTagsAreText: whatever reads the tags (protobuf and encoding/json hand
+// over UTF-8 already), the names and versions a span gives are UTF-8.
+func TestTagsAreText(t *testing.T) {
+	s := Span{Kind: KindClient, Local: Endpoint{Service: "W\xffeb"}}
+	s.normalize()
+	applyTags(&s, mapTags{TagVersion: "v\xff1", TagUpstreamCluster: "outbound|api|v\xfe\xfd2"})
+	if s.Local.Service != "w\uFFFDeb" || s.Version != "v\uFFFD1" || s.RemoteService != "api" || s.RemoteVersion != "v\uFFFD2" {
+		t.Fatalf("got %q %q → %q %q", s.Local.Service, s.Version, s.RemoteService, s.RemoteVersion)
 	}
 }

@@ -34,7 +34,7 @@
 //   - a call whose server span says on when its client half is missing or
 //     carries no signalbox.als tag (it was not sent by a signalbox sidecar);
 //   - the served view of a server span that says on, and so of the app's
-//     own server span under it (the same request).
+//     own server span under it or sharing its id (the same request).
 //
 // A caller's sidecar that says off with a callee's that says on is counted
 // from the spans: the callee's sidecar saw the caller's sidecar header and

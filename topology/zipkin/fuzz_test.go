@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/openzipkin/zipkin-go/model"
 	"github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
@@ -35,6 +36,10 @@ func checkDecoded(t *testing.T, spans []Span, err error) {
 			(s.Local.IPv4.IsValid() && !s.Local.IPv4.Is4()) || (!s.Timestamp.IsZero() && s.Timestamp.UnixMicro() <= 0) ||
 			s.ALS > ALSOff {
 			t.Fatalf("span %d decoded invalid: %+v", i, s)
+		}
+		// Names and versions become graph nodes and Prometheus labels.
+		if !utf8.ValidString(s.Local.Service) || !utf8.ValidString(s.RemoteService) || !utf8.ValidString(s.Version) || !utf8.ValidString(s.RemoteVersion) {
+			t.Fatalf("span %d: a name or version that is not UTF-8: %+v", i, s)
 		}
 	}
 	l := linkSpans(spans)
@@ -87,6 +92,8 @@ func FuzzDecodeJSON(f *testing.F) {
 		`{"traceId":"00000000000000fe","id":"0000000000000002","kind":"SERVER","shared":true,"localEndpoint":{"serviceName":"api","port":15006},"tags":{"signalbox.als":"off"}},` +
 		`{"traceId":"00000000000000fe","id":"0000000000000003","parentId":"0000000000000002","kind":"SERVER","localEndpoint":{"serviceName":"api","port":9000}}]`))
 	f.Add([]byte(`[{"traceId":"a","id":"b","parentId":"a","kind":"PRODUCER","remoteEndpoint":{"serviceName":"kafka"}},{"traceId":"a","id":"c","parentId":"b","kind":"CONSUMER"}]`))
+	f.Add([]byte("[{\"traceId\":\"a\",\"id\":\"b\",\"kind\":\"CLIENT\",\"localEndpoint\":{\"serviceName\":\"w\xffb\"}," +
+		"\"tags\":{\"service.version\":\"v\xfe1\",\"upstream_cluster\":\"outbound|api|v\xff2\"}}]"))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"traceId":"1"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {

@@ -24,12 +24,6 @@ const (
 	doneServed                     // it was recorded as served
 )
 
-// maxSkew bounds how far a span's timestamp may be from its arrival: past
-// it the clock that stamped it is not trusted and the arrival time is used,
-// so that a host with a wrong clock can neither poison future buckets of
-// the store nor have all its calls fall out of the window.
-const maxSkew = 5 * time.Minute
-
 // LinkTrace links the spans of one trace the way Zipkin's DependencyLinker
 // does and turns each link into an observation of one call, Source the
 // caller and Target the callee (calls). served holds one observation per
@@ -68,8 +62,13 @@ const maxSkew = 5 * time.Minute
 //     same service — its nearest remote ancestor is that service's server
 //     span (the sidecar's, then the app's own), or its parent is that
 //     service's server span sharing its client's id (the sidecar's, found
-//     by id even when the client half is missing) — is neither a call nor
-//     served again.
+//     by id even when the client half is missing), or it shares its
+//     client's id with another server span of its service (an app tracer
+//     that joins the id, beside the sidecar's; see sharedRepeats) — is
+//     neither a call nor served again.
+//   - No link is backfilled to a client span's service when a server span
+//     of that service shares the ancestor client's id: it was reported, on
+//     another endpoint than the client span's (the sidecar's).
 //   - The callee's version on a leaf client span comes from Envoy's
 //     upstream_cluster tag (see Span.RemoteVersion).
 //   - What signalbox's Access Log Service counted is not counted again.
@@ -411,6 +410,7 @@ func (l *linker) link(spans []*tracked) {
 	}
 	sortChildren(root)
 	repeat := map[*tracked]bool{} // server spans that are another server span's request
+	sharedRepeats(spans, repeat)
 	for len(queue) > 0 {
 		n := queue[0]
 		queue = queue[1:]
@@ -450,13 +450,13 @@ func (l *linker) link(spans []*tracked) {
 		}
 		var peer *tracked
 		ra := firstRemoteAncestor(n)
-		if kind == KindServer && sameRequest(s, ra, spans) {
+		if kind == KindServer && (repeat[s] || sameRequest(s, ra, spans)) {
 			repeat[s] = true
 			continue
 		}
 		if ra != nil && ra.t.Local.Service != "" {
 			a := ra.t
-			if kind == KindClient && local != "" && a.Local.Service != local {
+			if kind == KindClient && local != "" && a.Local.Service != local && !answeredBy(a, local, spans) {
 				// The server span of this service is missing: link to it.
 				l.call(s, nil, end{a.Local.Service, a.Version}, end{local, s.Version}, false, doneBackfill)
 			}
@@ -557,6 +557,68 @@ func sameRequest(s *tracked, ra *node, spans []*tracked) bool {
 	return false
 }
 
+// sharedRepeats marks in repeat the server spans that share their client's
+// id with another server span of their service: the sidecar's and the
+// app's own, when the app's tracer joins the id it was sent (as Brave does)
+// on another port. They are one request: the one that counts is the one
+// counted in an earlier link, else a signalbox sidecar's (it has a
+// signalbox.als tag, which decides whether ALS counted the request), else
+// the first.
+func sharedRepeats(spans []*tracked, repeat map[*tracked]bool) {
+	rank := func(t *tracked) int {
+		switch {
+		case t.done&(doneCall|doneServed) != 0:
+			return 2
+		case t.ALS != ALSUnknown:
+			return 1
+		}
+		return 0
+	}
+	sharedServer := func(t *tracked) bool { return t.Kind == KindServer && t.Shared && t.Local.Service != "" }
+	// The spans are sorted by id: each id's spans are a run, of a few.
+	for i := 0; i < len(spans); {
+		j := i + 1
+		for j < len(spans) && spans[j].ID == spans[i].ID {
+			j++
+		}
+		run := spans[i:j]
+		for k, s := range run {
+			if !sharedServer(s) || repeat[s] {
+				continue
+			}
+			primary := s
+			for _, o := range run[k+1:] {
+				if !sharedServer(o) || repeat[o] || o.Local.Service != s.Local.Service {
+					continue
+				}
+				if rank(o) > rank(primary) {
+					repeat[primary], primary = true, o
+				} else {
+					repeat[o] = true
+				}
+			}
+		}
+		i = j
+	}
+}
+
+// answeredBy reports whether a server span of service shares client span
+// a's id: the callee's server span is there, though the tree does not put it
+// above a's other children from that service (the app's own spans, on
+// another endpoint than its sidecar's server span).
+func answeredBy(a *tracked, service string, spans []*tracked) bool {
+	if a.Kind != KindClient {
+		return false
+	}
+	i, _ := slices.BinarySearchFunc(spans, a.ID, func(t *tracked, id uint64) int { return cmp.Compare(t.ID, id) })
+	for ; i < len(spans) && spans[i].ID == a.ID; i++ {
+		if o := spans[i]; o.Kind == KindServer && o.Shared && o.Local.Service == service {
+			return true
+		}
+	}
+	return false
+}
+
 // call records one link, once per span.
 func (l *linker) call(s, peer *tracked, from, to end, isErr bool, bit uint8) {
 	if s.done&bit != 0 {
@@ -622,12 +684,12 @@ func observe(s, peer *tracked, isErr bool) topology.Observation {
 }
 
 // when is a span's time: its timestamp, or its arrival when it has none or
-// one too far from it.
+// one too far from it (topology.MaxSkew).
 func when(t *tracked) time.Time {
 	if t.arrived.IsZero() {
 		return t.Timestamp
 	}
-	if t.Timestamp.IsZero() || t.Timestamp.Sub(t.arrived).Abs() > maxSkew {
+	if t.Timestamp.IsZero() || t.Timestamp.Sub(t.arrived).Abs() > topology.MaxSkew {
 		return t.arrived
 	}
 	return t.Timestamp

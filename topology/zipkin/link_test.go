@@ -479,6 +479,13 @@ type envoyCall struct {
 	// calleeALS); calleeApp: api's app sends its own server span.
 	calleeSidecar, calleeApp bool
 	calleeALS                ALSState
+	// calleeJoins: api's app server span shares the id it was sent, as a
+	// tracer that joins it does (Brave's default), instead of being its
+	// child.
+	calleeJoins bool
+	// calleeCallsOut: api's app sends a client span of its own, to
+	// postgres without a sidecar, a child of the id it was sent.
+	calleeCallsOut bool
 }
 
 func (e envoyCall) spans() []Span {
@@ -506,8 +513,13 @@ func (e envoyCall) spans() []Span {
 	if e.calleeSidecar {
 		spans = append(spans, als(ep(shared(span2("e", "", callerSide, KindServer, "api", "", false)), "10.0.0.2", 15006), e.calleeALS))
 	}
-	if e.calleeApp {
+	if e.calleeApp && e.calleeJoins {
+		spans = append(spans, ep(shared(span2("e", "", callerSide, KindServer, "api", "", false)), "10.0.0.2", 9000))
+	} else if e.calleeApp {
 		spans = append(spans, ep(span2("e", callerSide, "d", KindServer, "api", "", false), "10.0.0.2", 9000))
+	}
+	if e.calleeCallsOut {
+		spans = append(spans, ep(span2("e", callerSide, "f", KindClient, "api", "postgres", false), "10.0.0.2", 9000))
 	}
 	return spans
 }
@@ -553,6 +565,26 @@ func TestLinkTraceALS(t *testing.T) {
 		{"a proxyless caller, the callee's sidecar without ALS: one call, served once",
 			envoyCall{calleeSidecar: true, calleeApp: true, calleeALS: ALSOff}.spans(),
 			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		// api's app joins the id its sidecar's server span shares: two
+		// server spans of api share web's id, on two ports. One request.
+		{"the callee's app joins the shared id, sidecars without ALS: one call, served once",
+			envoyCall{callerSidecar: true, callerALS: ALSOff, calleeSidecar: true, calleeApp: true, calleeJoins: true, calleeALS: ALSOff}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		{"the callee's app joins the shared id, sidecars with ALS: nothing from the spans",
+			envoyCall{callerSidecar: true, callerALS: ALSOn, calleeSidecar: true, calleeApp: true, calleeJoins: true, calleeALS: ALSOn}.spans(),
+			map[string]counts{}, map[string]int{}, 1, 1},
+		{"the callee's app joins the shared id, no sidecar tags: one call, served once",
+			envoyCall{callerSidecar: true, calleeSidecar: true, calleeApp: true, calleeJoins: true}.spans(),
+			map[string]counts{"web->api": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		// api's app traces only its own calls out: its client span's parent
+		// is the id its sidecar's server span shares, and api's server span
+		// is there, not missing.
+		{"the callee's app calls out beside its sidecar's server span, without ALS: no backfilled call",
+			envoyCall{callerSidecar: true, callerALS: ALSOff, calleeSidecar: true, calleeALS: ALSOff, calleeCallsOut: true}.spans(),
+			map[string]counts{"web->api": {1, 0}, "api->postgres": {1, 0}}, map[string]int{"api": 1}, 0, 0},
+		{"the callee's app calls out beside its sidecar's server span, with ALS: only its own call",
+			envoyCall{callerSidecar: true, callerALS: ALSOn, calleeSidecar: true, calleeALS: ALSOn, calleeCallsOut: true}.spans(),
+			map[string]counts{"api->postgres": {1, 0}}, map[string]int{}, 1, 1},
 		{"the callee's sidecar with ALS, its caller's half missing: nothing from the spans",
 			[]Span{
 				span2("e", "", "a", KindServer, "edge", "", false),

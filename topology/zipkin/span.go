@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/signalbox/signalbox/xds/ir"
 )
@@ -154,9 +155,9 @@ func applyTags(s *Span, tags tagReader) {
 	s.GRPCStatus = -1
 	get := func(k string) string { v, _ := tags.tag(k); return v }
 	if v := get(TagServiceVersion); v != "" {
-		s.Version = v
+		s.Version = validUTF8(v)
 	} else {
-		s.Version = get(TagVersion)
+		s.Version = validUTF8(get(TagVersion))
 	}
 	_, s.Error = tags.tag(TagError)
 	for _, k := range []string{TagHTTPStatus, TagHTTPStatusOTel} {
@@ -188,7 +189,7 @@ func applyTags(s *Span, tags tagReader) {
 	// Envoy's client spans name the upstream cluster; signalbox's cluster
 	// names carry the callee's service and subset.
 	if s.Kind == KindClient {
-		if svc, subset, ok := ir.ParseClusterName(get(TagUpstreamCluster)); ok {
+		if svc, subset, ok := ir.ParseClusterName(validUTF8(get(TagUpstreamCluster))); ok {
 			svc = strings.ToLower(svc)
 			if s.RemoteService == "" {
 				s.RemoteService = svc
@@ -205,11 +206,23 @@ func (s *Span) normalize() {
 	if s.ParentID == s.ID {
 		s.ParentID = 0 // a span cannot be its own parent: Zipkin drops the parent
 	}
-	s.Local.Service = strings.ToLower(s.Local.Service)
-	s.RemoteService = strings.ToLower(s.RemoteService)
+	s.Local.Service = strings.ToLower(validUTF8(s.Local.Service))
+	s.RemoteService = strings.ToLower(validUTF8(s.RemoteService))
 	if s.Duration < 0 {
 		s.Duration = 0
 	}
+}
+
+// validUTF8 is s with each run of bytes that are not UTF-8 replaced by
+// U+FFFD. Names and versions become graph nodes and Prometheus labels,
+// which must be text (a label that is not fails the whole scrape). The
+// decoders hand over valid strings (protobuf refuses invalid ones, and
+// encoding/json replaces them); this holds whatever the tags' source.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // microsToTime reads a Zipkin timestamp (epoch microseconds, 0 for none).
