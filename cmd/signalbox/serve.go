@@ -58,6 +58,9 @@ type serveConfig struct {
 	rolloutInterval time.Duration
 	rolloutPrefix   string
 	zipkinSettle    time.Duration
+	graphBucket     time.Duration
+	graphRetention  time.Duration
+	graphMaxEdges   int
 	webhooks        string
 	tlsCert         string
 	tlsKey          string
@@ -115,6 +118,9 @@ CONSUL_HTTP_TOKEN), the environment over the defaults.`,
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.apiTokens, "api-tokens", "", "file of API bearer tokens, one \"role:token\" a line (role viewer or operator); without it the API is read-only")
 	fs.DurationVar(&c.zipkinSettle, "zipkin-settle", 5*time.Second, "how long a trace must be quiet before its spans are linked into the graph")
+	fs.DurationVar(&c.graphBucket, "graph-bucket", 10*time.Second, "width of the live graph's time buckets (1s to 1m)")
+	fs.DurationVar(&c.graphRetention, "graph-retention", 15*time.Minute, "how much of the past the live graph keeps: its longest window (a whole number of buckets, at most 1,440 of them)")
+	fs.IntVar(&c.graphMaxEdges, "graph-max-edges", 20000, "cap on the live graph's edges; traffic of edges past it is counted as dropped (memory grows with edges × buckets)")
 	fs.StringVar(&c.webhooks, "rollout-webhooks", "", "JSON file of webhooks told of every release's phase changes and decisions")
 	fs.DurationVar(&c.rolloutInterval, "rollout-interval", time.Second, "how often the release controller looks at the traffic")
 	fs.StringVar(&c.rolloutPrefix, "rollout-kv-prefix", "signalbox/rollouts/", "Consul KV prefix where rollouts are kept")
@@ -200,11 +206,28 @@ func (c serveConfig) validate() error {
 	if c.debounceMax < c.debounceQuiet {
 		errs = append(errs, fmt.Errorf("--debounce-max %v is shorter than --debounce-quiet %v", c.debounceMax, c.debounceQuiet))
 	}
+	if err := checkGraphSize(c.graphBucket, c.graphRetention, c.graphMaxEdges); err != nil {
+		errs = append(errs, err)
+	}
 	if err := validateServerTLS(c.tlsCert, c.tlsKey, c.tlsClientCA); err != nil {
 		errs = append(errs, err)
 	}
 	if c.tlsClientID != identityService && c.tlsClientID != identityAny {
 		errs = append(errs, fmt.Errorf("--tls-client-identity %q: want %q or %q", c.tlsClientID, identityService, identityAny))
+	}
+	return errors.Join(errs...)
+}
+
+// checkGraphSize checks the live graph's --graph-* sizes.
+func checkGraphSize(bucket, retention time.Duration, maxEdges int) error {
+	var errs []error
+	if bucket < time.Second || bucket > time.Minute || bucket%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("--graph-bucket %v: want whole seconds from 1s to 1m", bucket))
+	} else if n := retention / bucket; retention%bucket != 0 || n < 6 || n > 1440 {
+		errs = append(errs, fmt.Errorf("--graph-retention %v: want a whole number of --graph-bucket %v, from 6 to 1,440 of them (%v to %v)", retention, bucket, 6*bucket, 1440*bucket))
+	}
+	if maxEdges < 1 {
+		errs = append(errs, fmt.Errorf("--graph-max-edges %d: want at least 1", maxEdges))
 	}
 	return errors.Join(errs...)
 }
@@ -288,7 +311,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	xsrv.Register(ctx, grpcSrv)
 
 	// The live graph: sidecars' access logs arrive on the xDS port.
-	store := topology.New(topology.Options{})
+	store := topology.New(topology.Options{Bucket: c.graphBucket, Buckets: int(c.graphRetention / c.graphBucket), MaxEdges: c.graphMaxEdges})
 	alsSrv := als.NewServer(store, time.Now, append(alsOpts, als.WithLogger(log.With("part", "als")))...)
 	alsSrv.Register(grpcSrv)
 	// Spans from Envoy's Zipkin tracer and OpenTelemetry's Zipkin exporter
@@ -435,7 +458,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 			case <-ctx.Done():
 				return nil
 			case now := <-tick.C:
-				store.Expire(now, 16*time.Minute)
+				store.Expire(now, c.graphRetention+time.Minute)
 			}
 		}
 	})
