@@ -169,9 +169,16 @@ func TestPlanWeightsAndSwitch(t *testing.T) {
 		v := h.routeAcked("client-w")
 		return v != "" && v != before
 	})
+	// gRPC-Go ACKs an update before its balancer applies it (tens of ms
+	// later, more on a loaded machine): within a second of the ACK calls
+	// move to v2, and from then on every call stays there.
+	eventually(t, time.Second, "calls move to v2 after the ACK", func() bool {
+		_, bv, total, failures, _ := calls(t, cc, 20).Snapshot()
+		return bv["v2"] == total && failures == 0
+	})
 	_, bv, total, failures, _ = calls(t, cc, 200).Snapshot()
 	if bv["v1"] != 0 || failures != 0 || bv["v2"] != total {
-		t.Fatalf("after the ACK of 0/100: v1=%d v2=%d failures=%d of %d; want every call on v2", bv["v1"], bv["v2"], failures, total)
+		t.Fatalf("after the switch to 0/100: v1=%d v2=%d failures=%d of %d; want every call on v2", bv["v1"], bv["v2"], failures, total)
 	}
 }
 
