@@ -115,6 +115,11 @@ func TestPreviewHeaderReachesWeightZeroCandidate(t *testing.T) {
 		v := h.routeAcked("client-preview")
 		return v != "" && v != before
 	})
+	// gRPC-Go applies an update just after it ACKs it.
+	eventually(t, time.Second, "the header stops routing after the ACK", func() bool {
+		_, bv, _, _, _ := callsWith(t, cc, 10, previewHeader, "1").Snapshot()
+		return bv["v1"] == 10
+	})
 	allOn(t, "calls with the preview header once the match is gone", callsWith(t, cc, 100, previewHeader, "1"), "v1")
 }
 
