@@ -402,6 +402,13 @@ func (c *Controller) advance(ctx context.Context, s stored, o rollout.Observatio
 		return s.r, err
 	}
 	idx, err := c.store.put(ctx, next, s.index)
+	if errors.Is(err, errWrittenIndexUnknown) && look != nil {
+		// Written: its traffic is counted, and must not be again. The
+		// watch brings the new index.
+		c.mu.Lock()
+		c.last[next.ID] = *look
+		c.mu.Unlock()
+	}
 	if err != nil {
 		return s.r, err
 	}

@@ -43,6 +43,10 @@ type kvStore struct {
 // errCASConflict: somebody wrote the key since it was read.
 var errCASConflict = errors.New("rollout changed meanwhile")
 
+// errWrittenIndexUnknown: the write succeeded, but its new index could not
+// be read back.
+var errWrittenIndexUnknown = errors.New("rollout written")
+
 func (s *kvStore) key(dir, name string) string { return s.prefix + dir + name }
 
 // list reads every current rollout, blocking until the index passes
@@ -107,8 +111,11 @@ func (s *kvStore) put(ctx context.Context, r rollout.Rollout, index uint64) (uin
 	}
 	// The new index is not returned by a CAS; read it back.
 	got, _, err := s.kv.Get(p.Key, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil || got == nil {
-		return 0, fmt.Errorf("read back rollout %s: %w", r.ID, err)
+	if err == nil && got == nil {
+		err = errors.New("the key is gone")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: read back rollout %s: %w", errWrittenIndexUnknown, r.ID, err)
 	}
 	return got.ModifyIndex, nil
 }
