@@ -58,10 +58,6 @@ type Observation struct {
 	// ConnFailure: the request failed to reach the target (Envoy response
 	// flags UF, UH, URX, …).
 	ConnFailure bool
-	// Cancelled: the caller went away before the response (Envoy response
-	// flags DC, DR). Without a status it is the caller's doing: a 4xx, as
-	// nginx's 499, not a connection failure of the target.
-	Cancelled bool
 	// Failed marks the request failed whatever its status says (a Zipkin
 	// span's error tag).
 	Failed  bool
@@ -82,15 +78,13 @@ const (
 )
 
 // ClassOf classifies an observation. No response at all is a connection
-// failure, unless the caller cancelled (4xx).
+// failure, also when the caller gave up first (Envoy's DC, DR): a target
+// that hangs until its callers' deadlines pass must show as failing, and
+// impatient callers weigh on every version alike, which the release
+// analysis, comparing versions, discounts.
 func ClassOf(o Observation) Class {
 	switch {
-	case o.ConnFailure:
-		return ClassConnFailure
-	case o.Status == 0 && o.GRPCStatus < 0:
-		if o.Cancelled {
-			return Class4xx
-		}
+	case o.ConnFailure || o.Status == 0 && o.GRPCStatus < 0:
 		return ClassConnFailure
 	case o.Status >= 500:
 		return Class5xx

@@ -43,11 +43,6 @@ func TestClassesAndErrors(t *testing.T) {
 		{Observation{Status: 200, GRPCStatus: 5}, Class2xx, false}, // NOT_FOUND: the caller's problem
 		{Observation{Status: 200, GRPCStatus: 4}, Class2xx, true},  // DEADLINE_EXCEEDED
 		{Observation{Status: 0, GRPCStatus: 13}, Class2xx, true},   // INTERNAL, no HTTP status seen
-		// The caller went away before the response (Envoy's DC, DR): its
-		// doing, not the callee's error; an upstream failure still is one.
-		{Observation{Status: 0, GRPCStatus: -1, Cancelled: true}, Class4xx, false},
-		{Observation{Status: 0, GRPCStatus: -1, Cancelled: true, ConnFailure: true}, ClassConnFailure, true},
-		{Observation{Status: 503, GRPCStatus: -1, Cancelled: true}, Class5xx, true},
 	}
 	for i, c := range cases {
 		if got := ClassOf(c.o); got != c.class {

@@ -196,7 +196,9 @@ type facts struct {
 	noHealthy, connFail bool
 	connTerm, remReset  bool
 	overflow            bool
-	// downTerm and downReset: the caller went away (flags DC, DR).
+	// downTerm and downReset: the caller went away (flags DC, DR). Read
+	// by both decoders alike; a request without a response is a connection
+	// failure either way (see topology.ClassOf).
 	downTerm, downReset bool
 	status              uint32
 	// grpcTrailer and grpcHeader are the grpc-status values, -1 when absent
@@ -288,7 +290,6 @@ func attribute(id Identity, f *facts) Attribution {
 		Bytes:       f.bytesIn + f.bytesOut,
 		Latency:     max(duration(f.ttlbSec, f.ttlbNanos), 0), // negative: a sender's bug
 		ConnFailure: f.noHealthy || f.connFail || f.connTerm || f.remReset || f.overflow,
-		Cancelled:   f.downTerm || f.downReset,
 	}
 	if f.startSet {
 		o.Time = time.Unix(f.startSec, int64(f.startNanos)).UTC()

@@ -111,12 +111,14 @@ func TestAttribute(t *testing.T) {
 		{"gRPC UNAVAILABLE in trailers", webOut, entry{cluster: "outbound|api|v2", status: 200, grpc: "14"}, "", false, web, api, topology.GRPC, topology.Class2xx, true},
 		{"grpc-status that is not a status", webOut, entry{cluster: "outbound|api|v2", status: 200, grpc: "17"}, "", false, web, api, topology.HTTP, topology.Class2xx, false},
 		{"connection failure", webOut, entry{cluster: "outbound|api|v2", connFail: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
-		// The caller went away before any response: its doing, not api's.
-		{"cancelled by the caller (DC)", webOut, entry{cluster: "outbound|api|v2", downTerm: true}, "", false, web, api, topology.HTTP, topology.Class4xx, false},
-		{"stream reset by the caller (DR)", webOut, entry{cluster: "outbound|api|v2", downReset: true}, "", false, web, api, topology.HTTP, topology.Class4xx, false},
+		// The caller gave up before any response (its deadline passed while
+		// api hung): no response is a failure, or a hanging candidate would
+		// look healthy to the release analysis.
+		{"cancelled by the caller (DC)", webOut, entry{cluster: "outbound|api|v2", downTerm: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
+		{"stream reset by the caller (DR)", webOut, entry{cluster: "outbound|api|v2", downReset: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
 		{"cancelled after the upstream failed", webOut, entry{cluster: "outbound|api|v2", downTerm: true, connFail: true}, "", false, web, api, topology.HTTP, topology.ClassConnFailure, true},
 		{"cancelled after a 503", webOut, entry{cluster: "outbound|api|v2", status: 503, downTerm: true}, "", false, web, api, topology.HTTP, topology.Class5xx, true},
-		{"inbound cancelled by a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", downReset: true}, "", true, unknown, api, topology.HTTP, topology.Class4xx, false},
+		{"inbound cancelled by a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", downReset: true}, "", true, unknown, api, topology.HTTP, topology.ClassConnFailure, true},
 		{"telemetry sink", webOut, entry{cluster: "signalbox-zipkin", status: 202}, SkipOtherCluster, false, topology.Node{}, topology.Node{}, "", 0, false},
 		{"inbound from a caller without sidecar", apiIn, entry{cluster: "inbound|api|9000", status: 200}, "", true, unknown, api, topology.HTTP, topology.Class2xx, false},
 		{"inbound already counted by the caller: served only", apiIn, entry{cluster: "inbound|api|9000", status: 500, fromPeer: true}, SkipCountedByPeer, true, unknown, api, topology.HTTP, topology.Class5xx, true},
