@@ -278,7 +278,19 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Logger:     log.With("part", "consul"),
 		Registerer: reg,
 	})
+	var (
+		alsOpts   []als.Option
+		nodeCheck func(context.Context, *corev3.Node) error
+	)
+	if tlsConf.mutual() && c.tlsClientID == identityService {
+		// A certificate speaks for its service only: xDS requests and
+		// access-log streams naming another node are refused.
+		nodes := nodeauth.New(nodeauth.Options{Logger: log.With("part", "nodeauth"), Registerer: reg})
+		nodeCheck = nodes.XDS
+		alsOpts = append(alsOpts, als.WithNodeCheck(func(ctx context.Context, n *corev3.Node) error { return nodes.Node(ctx, "als", n) }))
+	}
 	xsrv := server.New(server.Options{
+		NodeCheck:    nodeCheck,
 		Quiet:        c.debounceQuiet,
 		MaxDelay:     c.debounceMax,
 		RemovalGrace: c.removalGrace,
@@ -298,14 +310,6 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		// Sidecars' and clients' xDS and access logs, with their
 		// certificates verified when a client CA is set.
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsConf.xdsConfig())))
-	}
-	var alsOpts []als.Option
-	if tlsConf.mutual() && c.tlsClientID == identityService {
-		// A certificate speaks for its service only: xDS requests and
-		// access-log streams naming another node are refused.
-		nodes := nodeauth.New(nodeauth.Options{Logger: log.With("part", "nodeauth"), Registerer: reg})
-		grpcOpts = append(grpcOpts, grpc.ChainStreamInterceptor(nodes.StreamInterceptor()), grpc.ChainUnaryInterceptor(nodes.UnaryInterceptor()))
-		alsOpts = append(alsOpts, als.WithNodeCheck(func(ctx context.Context, n *corev3.Node) error { return nodes.Node(ctx, "als", n) }))
 	}
 	grpcSrv := grpc.NewServer(grpcOpts...)
 	xsrv.Register(ctx, grpcSrv)

@@ -12,8 +12,9 @@
 // service and is let through: it gets no service's sidecar configuration,
 // and the access-log server refuses it on its own.
 //
-// The decisions (ServicesOf, Check) are pure; Checker applies them to gRPC
-// streams.
+// The decisions (ServicesOf, Check) are pure; Checker applies them to the
+// peer of a gRPC stream, for xds/server (Options.NodeCheck) and
+// topology/als (WithNodeCheck).
 package nodeauth
 
 import (
@@ -25,9 +26,7 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -127,8 +126,10 @@ func (c *Checker) Node(ctx context.Context, kind string, node *corev3.Node) erro
 	return nil
 }
 
-// xdsNode is Node for an xDS stream, logged.
-func (c *Checker) xdsNode(ctx context.Context, node *corev3.Node) error {
+// XDS is Node for an xDS stream, logged (serve it as xds/server's
+// Options.NodeCheck, whose error reaches the client as the stream's
+// status).
+func (c *Checker) XDS(ctx context.Context, node *corev3.Node) error {
 	err := c.Node(ctx, "xds", node)
 	if err != nil {
 		from := ""
@@ -152,50 +153,4 @@ func peerServices(ctx context.Context) []string {
 		return nil
 	}
 	return ServicesOf(ti.State.VerifiedChains[0][0])
-}
-
-// noder is an xDS request: SotW and delta requests both name their node.
-type noder interface{ GetNode() *corev3.Node }
-
-// StreamInterceptor checks the node of every xDS request a stream receives
-// (Envoy names it in the first; a later one naming another is checked too)
-// and ends the stream with PermissionDenied on a mismatch, before the xDS
-// server reads the request.
-func (c *Checker) StreamInterceptor() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return handler(srv, &checkedStream{ServerStream: ss, c: c})
-	}
-}
-
-// UnaryInterceptor checks the node of xDS fetch requests (REST-like
-// unary discovery).
-func (c *Checker) UnaryInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if r, ok := req.(*discoveryv3.DiscoveryRequest); ok {
-			if err := c.xdsNode(ctx, r.GetNode()); err != nil {
-				return nil, err
-			}
-		}
-		return handler(ctx, req)
-	}
-}
-
-type checkedStream struct {
-	grpc.ServerStream
-	c *Checker
-}
-
-func (s *checkedStream) RecvMsg(m any) error {
-	if err := s.ServerStream.RecvMsg(m); err != nil {
-		return err
-	}
-	// Only xDS requests: the access-log service checks its own
-	// identifier (see topology/als), other messages name no node.
-	switch r := m.(type) {
-	case *discoveryv3.DiscoveryRequest, *discoveryv3.DeltaDiscoveryRequest:
-		if n := r.(noder).GetNode(); n != nil {
-			return s.c.xdsNode(s.Context(), n)
-		}
-	}
-	return nil
 }

@@ -45,6 +45,12 @@ import (
 
 // Options configure a Server. Zero values take the defaults.
 type Options struct {
+	// NodeCheck, when set, decides whether a stream may speak as the node
+	// its requests name (under mutual TLS: xds/nodeauth). Its error, a
+	// gRPC status, ends the stream and reaches the client. With it, a node
+	// id in use by a connected client of one service is refused to a client
+	// of another: a sidecar's snapshot is keyed by node id.
+	NodeCheck func(ctx context.Context, node *corev3.Node) error
 	// Quiet is how long the inputs must stay unchanged before cluster,
 	// listener and route changes are pushed (default 10ms).
 	Quiet time.Duration
@@ -170,6 +176,7 @@ func New(opts Options) *Server {
 			s.poke()
 		}
 	}
+	s.tracker.check = opts.NodeCheck
 	s.tracker.gone = func(nodeID string) {
 		s.sidecarEvents.remove(nodeID)
 		s.poke()

@@ -10,6 +10,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ClientStatus is what the debug view shows of one connected xDS stream.
@@ -44,6 +46,11 @@ type Nack struct {
 type streamState struct {
 	ClientStatus
 	sent map[string]sentResponse // by type URL
+	// ctx is the stream's, for the node check; checked is the node it
+	// last passed (go-control-plane hands the first node on with every
+	// later request).
+	ctx     context.Context
+	checked *corev3.Node
 }
 
 type sentResponse struct {
@@ -66,6 +73,10 @@ type tracker struct {
 	// closes. Both are called with mu held.
 	arrived func(node *corev3.Node)
 	gone    func(nodeID string)
+	// check, when set, decides whether a stream may speak as a node (see
+	// Options.NodeCheck); with it, a node id in use by a connected client
+	// of one service is refused to a client of another.
+	check func(ctx context.Context, node *corev3.Node) error
 
 	mu      sync.Mutex
 	streams map[int64]*streamState
@@ -76,6 +87,7 @@ type tracker struct {
 
 type nodeState struct {
 	streams  int
+	cluster  string // of the node's first open stream
 	lastSent map[string]string
 }
 
@@ -85,12 +97,13 @@ func newTracker(log *slog.Logger, m *metrics, changes func(string, string) (time
 	return &tracker{log: log, m: m, changes: changes, streams: map[int64]*streamState{}, perNode: map[string]*nodeState{}}
 }
 
-func (t *tracker) open(id int64, protocol string) {
+func (t *tracker) open(ctx context.Context, id int64, protocol string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.streams[id] = &streamState{
 		ClientStatus: ClientStatus{StreamID: id, Protocol: protocol, ConnectedAt: time.Now(), Types: map[string]TypeStatus{}},
 		sent:         map[string]sentResponse{},
+		ctx:          ctx,
 	}
 	t.m.clients.WithLabelValues(protocol).Inc()
 }
@@ -138,19 +151,34 @@ func (t *tracker) lastSent(nodeID, typeURL string) (string, bool) {
 	return v, ok
 }
 
-// request handles a request on a stream: it may ACK or NACK the last response.
-func (t *tracker) request(id int64, node *corev3.Node, typeURL, nonce string, names []string, errDetail string, isNack bool) {
+// request handles a request on a stream: it may ACK or NACK the last
+// response. An error (the node check's) ends the stream with its status.
+func (t *tracker) request(id int64, node *corev3.Node, typeURL, nonce string, names []string, errDetail string, isNack bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.streams[id]
 	if !ok {
-		return
+		return nil
+	}
+	if t.check != nil && node != nil && node != s.checked {
+		if err := t.check(s.ctx, node); err != nil {
+			return err
+		}
+		if n, ok := t.perNode[node.GetId()]; ok && n.streams > 0 && n.cluster != node.GetCluster() && s.NodeID == "" {
+			// Per-node state (a sidecar's snapshot) is keyed by node id:
+			// a client of another service must not rebuild it.
+			t.log.Warn("xds stream refused: node id in use by a client of another service", "node", node.GetId(),
+				"service", node.GetCluster(), "connected_service", n.cluster)
+			return status.Errorf(codes.PermissionDenied, "node id %q is in use by a connected client of service %q, not %q: give each sidecar and client its own node id",
+				node.GetId(), n.cluster, node.GetCluster())
+		}
+		s.checked = node
 	}
 	if node != nil && s.NodeID == "" {
 		s.NodeID, s.NodeCluster = node.GetId(), node.GetCluster()
 		n, ok := t.perNode[s.NodeID]
 		if !ok {
-			n = &nodeState{lastSent: map[string]string{}}
+			n = &nodeState{lastSent: map[string]string{}, cluster: node.GetCluster()}
 			t.perNode[s.NodeID] = n
 		}
 		n.streams++
@@ -184,6 +212,7 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, nonce string, na
 		}
 	}
 	s.Types[typeURL] = ts
+	return nil
 }
 
 func (t *tracker) response(id int64, typeURL, nonce, version string) {
@@ -233,24 +262,23 @@ func (t *tracker) Clients() []ClientStatus {
 
 // go-control-plane callbacks.
 
-func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
-	t.open(id, "sotw")
+func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.open(ctx, id, "sotw")
 	return nil
 }
 
 func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
 
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nonNil(req.GetResourceNames()), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	return nil
+	return t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nonNil(req.GetResourceNames()), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	t.response(id, req.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
-func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	t.open(id, "delta")
+func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.open(ctx, id, "delta")
 	return nil
 }
 
@@ -263,15 +291,19 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	if len(req.GetResourceNamesSubscribe()) > 0 {
 		names = req.GetResourceNamesSubscribe()
 	}
-	t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), names, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	return nil
+	return t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), names, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.response(id, req.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 }
 
-func (t *tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+func (t *tracker) OnFetchRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+	if t.check != nil {
+		return t.check(ctx, req.GetNode())
+	}
+	return nil
+}
 
 func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
 
