@@ -39,11 +39,13 @@ func registerGraph(mux *http.ServeMux, d Deps) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// Encoding buffers are reused: a 5,000-edge answer is 1.4 MB, and a
-	// new one per query was a good part of the garbage a dashboard makes.
-	bufs := &sync.Pool{}
+	// Encoding buffers and the store's graphs are reused: a 5,000-edge
+	// answer is 1.2 MB and its graph 1 MB, and new ones per query were
+	// most of the garbage a dashboard makes; the collections it set off
+	// were most of the slow queries.
+	pools := &graphPools{}
 	mux.HandleFunc("GET /api/v1/graph", func(w http.ResponseWriter, r *http.Request) {
-		serveGraph(w, r, d.Graph, now, bufs)
+		serveGraph(w, r, d.Graph, now, pools)
 	})
 	hub := newGraphHub(d.Graph, now, d.StreamInterval, d.Heartbeat, log.With("part", "graph-stream"))
 	mux.HandleFunc("GET /api/v1/graph/stream", hub.serveHTTP)
@@ -52,9 +54,14 @@ func registerGraph(mux *http.ServeMux, d Deps) {
 	})
 }
 
+// graphPools are serveGraph's reused memory.
+type graphPools struct {
+	bufs   sync.Pool // *[]byte: encoding buffers
+	graphs sync.Pool // *topology.Graph: the store's answers, once encoded
+}
+
 // serveGraph answers GET /api/v1/graph in the format asked for.
-// bufs holds *[]byte encoding buffers.
-func serveGraph(w http.ResponseWriter, r *http.Request, src GraphSource, now func() time.Time, bufs *sync.Pool) {
+func serveGraph(w http.ResponseWriter, r *http.Request, src GraphSource, now func() time.Time, pools *graphPools) {
 	window, by, err := graphParams(r)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, Error{Error: err.Error(), Hint: graphHint})
@@ -67,8 +74,26 @@ func serveGraph(w http.ResponseWriter, r *http.Request, src GraphSource, now fun
 		writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("format=%q: want json, dot or nodegraph", format), Hint: graphHint})
 		return
 	}
-	g, err := src.Graph(now(), window, by)
+	// JSON from the store itself is made in a reused graph. (Only the store
+	// itself: a GraphSource that wraps one, and so has its GraphInto, may
+	// answer Graph differently.)
+	var (
+		g      topology.Graph
+		pooled *topology.Graph
+	)
+	if store, ok := src.(*topology.Store); ok && (format == "" || format == formatJSON) {
+		if pooled, _ = pools.graphs.Get().(*topology.Graph); pooled == nil {
+			pooled = new(topology.Graph)
+		}
+		err = store.GraphInto(pooled, now(), window, by)
+		g = *pooled
+	} else {
+		g, err = src.Graph(now(), window, by)
+	}
 	if err != nil {
+		if pooled != nil {
+			pools.graphs.Put(pooled)
+		}
 		writeJSON(w, http.StatusBadRequest, Error{Error: err.Error(), Hint: graphHint})
 		return
 	}
@@ -81,12 +106,18 @@ func serveGraph(w http.ResponseWriter, r *http.Request, src GraphSource, now fun
 	case formatNodeGraph:
 		writeJSONCompact(w, http.StatusOK, toNodeGraph(g))
 	default:
-		buf, _ := bufs.Get().(*[]byte)
+		buf, _ := pools.bufs.Get().(*[]byte)
 		if buf == nil {
 			buf = new([]byte)
 		}
+		roundGraph(&g)
 		body, err := appendGraphJSON((*buf)[:0], g)
+		if pooled != nil {
+			*pooled = g
+			pools.graphs.Put(pooled)
+		}
 		if err != nil {
+			pools.bufs.Put(buf)
 			writeJSON(w, http.StatusInternalServerError, Error{Error: err.Error()})
 			return
 		}
@@ -95,7 +126,7 @@ func serveGraph(w http.ResponseWriter, r *http.Request, src GraphSource, now fun
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		_, _ = w.Write(body)
 		*buf = body
-		bufs.Put(buf)
+		pools.bufs.Put(buf)
 	}
 }
 

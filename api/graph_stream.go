@@ -148,6 +148,9 @@ func (h *graphHub) run(key streamKey, p *producer) {
 		g, err := h.src.Graph(h.now(), key.window, key.by)
 		var ev []byte
 		if err == nil {
+			// Rounded as /api/v1/graph is, and before the comparison
+			// below: a change the answer does not show sends nothing.
+			roundGraph(&g)
 			ev, err = graphEvent(g)
 		}
 		switch {

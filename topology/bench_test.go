@@ -105,6 +105,9 @@ func graphBenchStore(b *testing.B) (s *Store, keys []Observation, end time.Time)
 //     or after a pause longer than the ring).
 //   - new-edge: a new edge appears before each query (not timed), so the
 //     query makes the graph's layout (its order) again.
+//   - fixed-into, sliding-advanced-into: fixed and sliding-advanced into
+//     one reused graph (GraphInto), as /api/v1/graph queries, on a new
+//     store.
 func BenchmarkGraph(b *testing.B) {
 	s, keys, end := graphBenchStore(b)
 	for _, by := range []By{ByVersion, ByService} {
@@ -181,6 +184,36 @@ func BenchmarkGraph(b *testing.B) {
 			added++
 		}, func(int) {
 			if _, err := s.Graph(now, 5*time.Minute, ByVersion); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	// As /api/v1/graph queries: into one reused graph (GraphInto), so that
+	// a query makes no garbage. On a store of its own, so that the rows
+	// above keep the history they had before these were added.
+	s, keys, end = graphBenchStore(b)
+	now = end
+	var into Graph
+	b.Run("by=version/fixed-into", func(b *testing.B) {
+		timeEachQuery(b, nil, func(int) {
+			if err := s.GraphInto(&into, now, 5*time.Minute, ByVersion); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("by=version/sliding-advanced-into", func(b *testing.B) {
+		timeEachQuery(b, func(n int) {
+			before := now
+			now = now.Add(time.Second)
+			for i, o := range keys {
+				o.Time, o.Latency = now, time.Duration(1+(i+n)%50)*time.Millisecond
+				s.Record(o)
+			}
+			if s.bucketIndex(now) != s.bucketIndex(before) {
+				s.Advance(now)
+			}
+		}, func(int) {
+			if err := s.GraphInto(&into, now, 5*time.Minute, ByVersion); err != nil {
 				b.Fatal(err)
 			}
 		})

@@ -117,21 +117,37 @@ func classCounts(c [numClasses]uint64) ClassCounts {
 // open bucket: a query costs edges, not edges × buckets. The edges' order
 // and nodes come from the cached layout (see layout.go). A shard's lock is
 // held while its edges' numbers are read, one shard at a time.
+//
+// The answer's slices are new: the caller may keep or change them.
 func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error) {
+	var g Graph
+	err := s.GraphInto(&g, now, window, by)
+	return g, err
+}
+
+// GraphInto is Graph into *g, reusing the arrays of g.Nodes and g.Edges
+// when they are large enough: at 5,000 edges a graph is 1 MB, and a server
+// that answers a dashboard's polls with a new one each time makes the
+// garbage collector run every hundred queries, slowing the ones it overlaps.
+// g must not be in use elsewhere. On an error *g is unchanged.
+func (s *Store) GraphInto(g *Graph, now time.Time, window time.Duration, by By) error {
 	if by != ByService && by != ByVersion {
-		return Graph{}, fmt.Errorf("topology: by=%q: want %q or %q", by, ByService, ByVersion)
+		return fmt.Errorf("topology: by=%q: want %q or %q", by, ByService, ByVersion)
 	}
 	if window <= 0 {
-		return Graph{}, fmt.Errorf("topology: window %v: must be positive", window)
+		return fmt.Errorf("topology: window %v: must be positive", window)
 	}
 	first, last, n := s.span(now, window)
 	seconds := (time.Duration(n) * s.opts.Bucket).Seconds()
 	lay := s.layout(by)
 
-	// The numbers, in the layout's order; an edge without requests in the
-	// window keeps Requests 0 and is left out below.
-	edges := make([]GraphEdge, len(lay.edges))
-	classes := make([][numClasses]uint64, len(lay.edges))
+	// The numbers, in the layout's order; fill writes every edge, and one
+	// without requests in the window keeps Requests 0 and is left out below.
+	edges := g.Edges
+	if edges == nil || cap(edges) < len(lay.edges) {
+		edges = make([]GraphEdge, len(lay.edges))
+	}
+	edges = edges[:len(lay.edges)]
 	var (
 		scratch fillScratch
 		sink    int64
@@ -145,38 +161,50 @@ func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error)
 			all = all[len(items):]
 			sh.mu.Lock()
 			sink += prefetch(items, n, last)
-			s.fill(items, edges, classes, first, last, n, &scratch)
+			s.fill(items, edges, first, last, n, &scratch)
 			sh.mu.Unlock()
 		}
 	}
 	use(sink)
 
-	g := Graph{GeneratedAt: now.UTC(), Window: (time.Duration(n) * s.opts.Bucket).String(), Nodes: []GraphNode{}}
 	type nodeAcc struct {
 		requests, errors uint64
 		seen             bool
 	}
 	nodes := make([]nodeAcc, len(lay.nodes))
-	kept := 0
+	kept, seen := 0, 0
 	for i := range edges {
-		e := edges[i]
+		e := &edges[i]
 		if e.Requests == 0 {
 			continue
 		}
 		le := &lay.edges[i]
 		e.Source, e.Target, e.Protocol = le.source, le.target, le.protocol
-		e.ByClass = classCounts(classes[i])
 		e.RPS = float64(e.Requests) / seconds
 		e.ErrorRate = float64(e.Errors) / float64(e.Requests)
-		edges[kept] = e
+		if kept != i {
+			edges[kept] = *e
+		}
 		kept++
-		nodes[le.src].seen = true
+		for _, ni := range [2]int{le.src, le.dst} {
+			if !nodes[ni].seen {
+				nodes[ni].seen = true
+				seen++
+			}
+		}
 		t := &nodes[le.dst]
-		t.seen = true
 		t.requests += e.Requests
 		t.errors += e.Errors
 	}
-	g.Edges = edges[:kept:kept]
+	// What is past the answer in a reused array is cleared, so that it
+	// keeps no names alive.
+	clear(edges[kept:cap(edges)])
+	g.GeneratedAt, g.Window = now.UTC(), (time.Duration(n) * s.opts.Bucket).String()
+	g.Edges = edges[:kept]
+	g.Nodes = g.Nodes[:0]
+	if g.Nodes == nil || cap(g.Nodes) < seen {
+		g.Nodes = make([]GraphNode, 0, seen)
+	}
 	for i, na := range nodes {
 		if !na.seen {
 			continue
@@ -188,7 +216,8 @@ func (s *Store) Graph(now time.Time, window time.Duration, by By) (Graph, error)
 		}
 		g.Nodes = append(g.Nodes, gn)
 	}
-	return g, nil
+	clear(g.Nodes[len(g.Nodes):cap(g.Nodes)])
+	return nil
 }
 
 // lockedEdges is how many edges a graph query reads under one lock.
@@ -200,9 +229,9 @@ type fillScratch struct {
 	sum   sums   // their sum, when more than one
 }
 
-// fill reads the numbers of items' edges into edges and classes (by the
-// layout's edge index); the items' shard's lock is held.
-func (s *Store) fill(items []layoutItem, edges []GraphEdge, classes [][numClasses]uint64, first, last, n int64, sc *fillScratch) {
+// fill sets the counts and quantiles of items' edges in edges (by the
+// layout's edge index), all else zero; the items' shard's lock is held.
+func (s *Store) fill(items []layoutItem, edges []GraphEdge, first, last, n int64, sc *fillScratch) {
 	var q [len(graphQuantiles)]float64
 	for _, it := range items {
 		sc.parts = sc.parts[:0]
@@ -214,7 +243,9 @@ func (s *Store) fill(items []layoutItem, edges []GraphEdge, classes [][numClasse
 				sc.parts = append(sc.parts, p)
 			}
 		}
-		e, counts := &edges[it.edge], &classes[it.edge]
+		e := &edges[it.edge]
+		*e = GraphEdge{}
+		var counts [numClasses]uint64
 		for _, p := range sc.parts {
 			if p.closed != nil {
 				for c := range counts {
@@ -237,6 +268,7 @@ func (s *Store) fill(items []layoutItem, edges []GraphEdge, classes [][numClasse
 		if e.Requests == 0 {
 			continue
 		}
+		e.ByClass = classCounts(counts)
 		if len(sc.parts) == 1 {
 			s.lm.quantiles(q[:], graphQuantiles[:], e.Requests, sc.parts[0].closedLat(), sc.parts[0].openLat())
 		} else {
