@@ -363,26 +363,32 @@ func accessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslogv3.
 		})
 	}
 	if f := a.File; f != nil {
-		fields := map[string]any{"direction": direction, "service": sc.Service, "version": sc.Version}
-		for k, v := range accessLogFields {
-			fields[k] = v
-		}
-		st, err := structpb.NewStruct(fields)
-		if err != nil {
-			panic(err) // only strings: cannot fail
-		}
-		out = append(out, &accesslogv3.AccessLog{
-			Name:   "envoy.access_loggers.file",
-			Filter: fileLogFilter(f),
-			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{
-				Path: f.Path,
-				AccessLogFormat: &filelogv3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-					Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st},
-				}},
-			})},
-		})
+		out = append(out, fileAccessLog(f.Path, fileLogFilter(f), accessLogFields,
+			map[string]any{"direction": direction, "service": sc.Service, "version": sc.Version}))
 	}
 	return out
+}
+
+// fileAccessLog writes a JSON line per entry to path: the fields (Envoy
+// format strings) and the literal ones.
+func fileAccessLog(path string, filter *accesslogv3.AccessLogFilter, fields map[string]string, literal map[string]any) *accesslogv3.AccessLog {
+	for k, v := range fields {
+		literal[k] = v
+	}
+	st, err := structpb.NewStruct(literal)
+	if err != nil {
+		panic(err) // only strings: cannot fail
+	}
+	return &accesslogv3.AccessLog{
+		Name:   "envoy.access_loggers.file",
+		Filter: filter,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{
+			Path: path,
+			AccessLogFormat: &filelogv3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+				Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st},
+			}},
+		})},
+	}
 }
 
 func requestHeadersToLog(direction string) []string {
@@ -467,45 +473,23 @@ func tcpAccessLogs(direction string, sc ir.Sidecar, a ir.AccessLog) []*accesslog
 		})
 	}
 	if f := a.File; f != nil {
-		fields := map[string]any{"direction": direction, "service": sc.Service, "version": sc.Version, "protocol": "tcp"}
-		for k, v := range tcpAccessLogFields {
-			fields[k] = v
-		}
-		st, err := structpb.NewStruct(fields)
-		if err != nil {
-			panic(err) // only strings: cannot fail
-		}
-		out = append(out, &accesslogv3.AccessLog{
-			Name:   "envoy.access_loggers.file",
-			Filter: fileLogFilter(&ir.FileLog{MinDurationMs: f.MinDurationMs}),
-			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{
-				Path: f.Path,
-				AccessLogFormat: &filelogv3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-					Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st},
-				}},
-			})},
-		})
+		out = append(out, fileAccessLog(f.Path, fileLogFilter(&ir.FileLog{MinDurationMs: f.MinDurationMs}), tcpAccessLogFields,
+			map[string]any{"direction": direction, "service": sc.Service, "version": sc.Version, "protocol": "tcp"}))
 	}
 	return out
 }
 
 func tcpListener(name, addr string, port uint32, dir corev3.TrafficDirection, p *tcpproxyv3.TcpProxy) (*listenerv3.Listener, error) {
-	a, err := anypb.New(p)
-	if err != nil {
-		return nil, fmt.Errorf("translate: listener %s: %w", name, err)
-	}
-	return &listenerv3.Listener{
-		Name:             name,
-		Address:          socketAddress(addr, port),
-		TrafficDirection: dir,
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
-		}},
-	}, nil
+	return listener(name, addr, port, dir, "envoy.filters.network.tcp_proxy", p)
 }
 
 func httpListener(name, addr string, port uint32, dir corev3.TrafficDirection, hcm *hcmv3.HttpConnectionManager) (*listenerv3.Listener, error) {
-	a, err := anypb.New(hcm)
+	return listener(name, addr, port, dir, "envoy.filters.network.http_connection_manager", hcm)
+}
+
+// listener is a listener with one network filter.
+func listener(name, addr string, port uint32, dir corev3.TrafficDirection, filter string, config proto.Message) (*listenerv3.Listener, error) {
+	a, err := anypb.New(config)
 	if err != nil {
 		return nil, fmt.Errorf("translate: listener %s: %w", name, err)
 	}
@@ -514,7 +498,7 @@ func httpListener(name, addr string, port uint32, dir corev3.TrafficDirection, h
 		Address:          socketAddress(addr, port),
 		TrafficDirection: dir,
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
+			Filters: []*listenerv3.Filter{{Name: filter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
 		}},
 	}, nil
 }
