@@ -360,37 +360,7 @@ func TestServerTLSHandshakes(t *testing.T) {
 
 	// The xDS side: a handshake without a client certificate fails, one
 	// with a certificate from the CA works.
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", s.xdsConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				if conn.(*tls.Conn).Handshake() == nil {
-					_, _ = conn.Write([]byte("hi"))
-				}
-			}()
-		}
-	}()
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	dialRead := func(certs []tls.Certificate) error {
-		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: roots, Certificates: certs})
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		_, err = io.ReadFull(conn, make([]byte, 2))
-		return err
-	}
+	dialRead := handshakes(t, s.xdsConfig(), ca)
 	if err := dialRead(nil); err == nil {
 		t.Errorf("xDS handshake without a client certificate succeeded")
 	}
@@ -430,41 +400,14 @@ func TestClientCAFollowsItsFile(t *testing.T) {
 	}
 	s := &serverTLS{certs: certs, clientCAs: cas}
 
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", s.xdsConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				if conn.(*tls.Conn).Handshake() == nil {
-					_, _ = conn.Write([]byte("hi"))
-				}
-			}()
-		}
-	}()
-	roots := x509.NewCertPool()
-	roots.AddCert(oldCA.cert)
+	dialRead := handshakes(t, s.xdsConfig(), oldCA)
 	dialWith := func(ca *testCA) error {
 		c, k := ca.issue(t, "web", x509.ExtKeyUsageClientAuth)
 		pair, err := tls.X509KeyPair(c, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}})
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		_, err = io.ReadFull(conn, make([]byte, 2))
-		return err
+		return dialRead([]tls.Certificate{pair})
 	}
 
 	if err := dialWith(oldCA); err != nil {
@@ -498,5 +441,43 @@ func TestClientCAFollowsItsFile(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "cannot reload the client CA bundle") || !strings.Contains(logs.String(), "no PEM certificate") {
 		t.Errorf("the broken bundle is not logged with its reason: %s", logs.String())
+	}
+}
+
+// handshakes serves TLS with cfg on loopback, writing "hi" after each
+// handshake, and returns a dial that presents certs, trusts serverCA and
+// reads the greeting: nil when the server took the handshake.
+func handshakes(t *testing.T, cfg *tls.Config, serverCA *testCA) func(certs []tls.Certificate) error {
+	t.Helper()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				if conn.(*tls.Conn).Handshake() == nil {
+					_, _ = conn.Write([]byte("hi"))
+				}
+			}()
+		}
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(serverCA.cert)
+	return func(certs []tls.Certificate) error {
+		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: roots, Certificates: certs})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadFull(conn, make([]byte, 2))
+		return err
 	}
 }
