@@ -442,17 +442,15 @@ func tcpProxy(direction string, sc ir.Sidecar, tel ir.Telemetry, dests []ir.Weig
 }
 
 // tcpAccessLogFields is the JSON field set of file access logs of TCP
-// listeners: a line per connection.
-var tcpAccessLogFields = map[string]string{
-	"start_time":       "%START_TIME%",
-	"response_flags":   "%RESPONSE_FLAGS%",
-	"duration_ms":      "%DURATION%",
-	"bytes_received":   "%BYTES_RECEIVED%",
-	"bytes_sent":       "%BYTES_SENT%",
-	"upstream_cluster": "%UPSTREAM_CLUSTER%",
-	"upstream_host":    "%UPSTREAM_HOST%",
-	"downstream":       "%DOWNSTREAM_REMOTE_ADDRESS%",
-}
+// listeners, a line per connection: the HTTP set's fields that a
+// connection has.
+var tcpAccessLogFields = func() map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{"start_time", "response_flags", "duration_ms", "bytes_received", "bytes_sent", "upstream_cluster", "upstream_host", "downstream"} {
+		out[k] = accessLogFields[k]
+	}
+	return out
+}()
 
 // tcpAccessLogs are a TCP listener's access logs: a connection each, to
 // signalbox's ALS under the direction's log name (the graph counts outbound
